@@ -1,0 +1,1 @@
+//! The command line: `create`, `seed`, `verify`, `magnet`, `bench`, `demo`.

@@ -1,0 +1,19 @@
+//! ringseed: a BitTorrent engine whose headline is a thread-per-core io_uring seeder.
+//!
+//! The crate is layered as `../shared/design/ARCHITECTURE.md` describes: a sans-IO core
+//! (formats, wire, peer, policy, discovery, storage requests) that never touches a socket, file,
+//! thread or clock, and shells (runtime, cli, loadgen) that execute what the core asks for.
+#![warn(missing_docs)]
+
+pub mod bencode;
+pub mod cli;
+pub mod hash;
+pub mod loadgen;
+pub mod metainfo;
+pub mod peer;
+pub mod runtime;
+pub mod storage;
+pub mod time;
+pub mod torrent;
+pub mod tracker;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! The load generator behind `ringseed bench`: many cheap wire-protocol leechers.

@@ -1,0 +1,1 @@
+//! Storage: data files of a torrent, checked against the layout; block reads as requests.

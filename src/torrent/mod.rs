@@ -1,0 +1,1 @@
+//! Torrent-wide policy: choking (and later picking, swarm management and bans).
