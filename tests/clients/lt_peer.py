@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""A libtorrent (python3-libtorrent, Debian) peer driven by ringseed's interop tests.
+
+Downloads a torrent (a .torrent file or a magnet URI) into --save, optionally dialling
+--peer HOST:PORT directly, and exits 0 once every piece is verified, or 1 on timeout.
+With --seed it seeds existing data (checking it first) until killed.
+Runs only under /usr/bin/python3: Debian's libtorrent binding is not importable elsewhere.
+"""
+import argparse
+import json
+import sys
+import time
+
+import libtorrent as lt
+
+
+def session(listen_port):
+    settings = {
+        "listen_interfaces": f"127.0.0.1:{listen_port}",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        # uTP between loopback peers crawls (~8 MB/s); the tests are about the TCP wire.
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": lt.alert.category_t.error_notification
+        | lt.alert.category_t.peer_notification
+        | lt.alert.category_t.status_notification,
+    }
+    return lt.session(settings)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--torrent")
+    ap.add_argument("--magnet")
+    ap.add_argument("--save", required=True)
+    ap.add_argument("--peer", action="append", default=[])
+    ap.add_argument("--listen-port", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=120)
+    ap.add_argument("--seed", action="store_true")
+    args = ap.parse_args()
+
+    ses = session(args.listen_port)
+    if args.torrent:
+        atp = lt.add_torrent_params()
+        atp.ti = lt.torrent_info(args.torrent)
+    else:
+        atp = lt.parse_magnet_uri(args.magnet)
+    atp.save_path = args.save
+    h = ses.add_torrent(atp)
+    for p in args.peer:
+        host, port = p.rsplit(":", 1)
+        h.connect_peer((host.strip("[]"), int(port)))
+
+    deadline = time.time() + args.timeout
+    last = 0.0
+    while True:
+        for a in ses.pop_alerts():
+            if a.category() & lt.alert.category_t.error_notification:
+                print("alert:", a.message(), file=sys.stderr, flush=True)
+        s = h.status()
+        now = time.time()
+        if now - last > 1.0:
+            last = now
+            print(json.dumps({"state": str(s.state), "progress": s.progress,
+                              "peers": s.num_peers, "rate": s.download_rate,
+                              "has_metadata": s.has_metadata}), flush=True)
+        if not args.seed and s.has_metadata and s.is_seeding:
+            print(json.dumps({"done": True, "total_download": s.total_download}), flush=True)
+            return 0
+        if not args.seed and now > deadline:
+            print(json.dumps({"timeout": True, "progress": s.progress}), flush=True)
+            return 1
+        for p in args.peer if s.num_peers == 0 else []:
+            host, port = p.rsplit(":", 1)
+            h.connect_peer((host.strip("[]"), int(port)))
+        time.sleep(0.1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

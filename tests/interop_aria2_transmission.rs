@@ -1,0 +1,118 @@
+//! Interop: aria2 and Transmission (independent implementations, Debian packages) download a
+//! multi-file release from a ringseed seeder found through opentracker; every file must
+//! match byte for byte. Transmission never dials 127.0.0.0/8 peers, so in its test ringseed
+//! connects out to the Transmission address that the tracker returns, as seeders do.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// Creates the torrent with a tracker URL and starts opentracker allowing it.
+fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentracker) {
+    let src = make_release(dir, "release", scale);
+    let probe = dir.join("probe.torrent");
+    ringseed(&["create", src.to_str().unwrap(), "-o", probe.to_str().unwrap(), "--piece-size", "256KiB"]);
+    let magnet = ringseed(&["magnet", probe.to_str().unwrap()]);
+    let start = magnet.find("urn:btih:").unwrap() + 9;
+    let hash = magnet[start..start + 40].to_lowercase();
+    let tracker_dir = dir.join("t");
+    std::fs::create_dir_all(&tracker_dir).unwrap();
+    let tracker = Opentracker::start(&tracker_dir, &[hash]);
+    let torrent = dir.join("release.torrent");
+    let url = tracker.announce_url();
+    ringseed(&[
+        "create",
+        src.to_str().unwrap(),
+        "-o",
+        torrent.to_str().unwrap(),
+        "--piece-size",
+        "256KiB",
+        "--tracker",
+        &url,
+    ]);
+    (src, torrent, tracker)
+}
+
+fn require(tool: &str, package: &str) {
+    assert!(
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false),
+        "{tool} is not installed (apt install {package}): this interop test needs it"
+    );
+}
+
+#[test]
+fn aria2_downloads_release_found_through_opentracker() {
+    // aria2c announces to opentracker, finds the ringseed seeder and downloads exact bytes.
+    require("aria2c", "aria2");
+    let dir = TestDir::new("aria2");
+    let (src, torrent, _tracker) = release_with_tracker(dir.path(), 6 << 20);
+    let port = free_port();
+    let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
+    let out = dir.path().join("aria2-out");
+    let mut cmd = Command::new("aria2c");
+    cmd.args([
+        "--seed-time=0",
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--file-allocation=none",
+        "--summary-interval=1",
+        "--console-log-level=notice",
+        "--bt-stop-timeout=120",
+        &format!("--listen-port={}", free_port()),
+        "-d",
+    ])
+    .arg(&out)
+    .arg(&torrent);
+    let mut aria = Proc::spawn("aria2c", cmd, dir.path().join("aria2.log"));
+    let status = aria.wait_timeout(Duration::from_secs(150));
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "aria2c did not finish ({status:?}):\n{}",
+        aria.log_text()
+    );
+    assert_same_files(&src, &out.join("release"));
+}
+
+#[test]
+fn transmission_downloads_release_when_ringseed_connects_out() {
+    // Transmission announces first; ringseed's announce returns Transmission's address and
+    // ringseed dials it (Transmission refuses to dial loopback peers itself).
+    require("transmission-cli", "transmission-cli");
+    let dir = TestDir::new("transmission");
+    let (src, torrent, _tracker) = release_with_tracker(dir.path(), 6 << 20);
+    let out = dir.path().join("tr-out");
+    let config = dir.path().join("tr-config");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&config).unwrap();
+    let tr_port = free_port();
+    let mut cmd = Command::new("transmission-cli");
+    cmd.arg("-g")
+        .arg(&config)
+        .arg("-w")
+        .arg(&out)
+        .args(["-p", &tr_port.to_string(), "-D"])
+        .arg(&torrent);
+    let _tr = Proc::spawn("transmission-cli", cmd, dir.path().join("transmission.log"));
+    let tr_addr = format!("127.0.0.1:{tr_port}").parse().unwrap();
+    assert!(
+        wait_listening(tr_addr, Duration::from_secs(20)),
+        "transmission-cli did not listen"
+    );
+    // Give Transmission a moment to announce before the seeder's first announce.
+    std::thread::sleep(Duration::from_secs(2));
+    let port = free_port();
+    let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
+    let done = wait_until(Duration::from_secs(150), || same_files(&src, &out.join("release")));
+    assert!(done, "Transmission did not get every file byte-exact in time");
+    assert_same_files(&src, &out.join("release"));
+}
