@@ -1,0 +1,116 @@
+//! A set of pieces in BEP 3 bitfield order: bit 7 of byte 0 is piece 0; spare bits are zero.
+
+use super::WireError;
+use crate::metainfo::PieceIndex;
+
+/// Which pieces of one torrent a peer (or we) have, sized to the torrent's piece count.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bitfield {
+    bits: Vec<u8>,
+    len: u32,
+    ones: u32,
+}
+
+impl Bitfield {
+    /// No piece out of `len`.
+    pub fn empty(len: u32) -> Bitfield {
+        Bitfield {
+            bits: vec![0; len.div_ceil(8) as usize],
+            len,
+            ones: 0,
+        }
+    }
+
+    /// Every piece out of `len`.
+    pub fn full(len: u32) -> Bitfield {
+        let mut bits = vec![0xff; len.div_ceil(8) as usize];
+        if let Some(last) = bits.last_mut() {
+            *last = spare_mask_inverse(len);
+        }
+        Bitfield {
+            bits,
+            len,
+            ones: len,
+        }
+    }
+
+    /// Parses a received bitfield for a torrent of `len` pieces: the byte count must match
+    /// and the spare bits after the last piece must be zero (BEP 3).
+    pub fn from_wire(bytes: &[u8], len: u32) -> Result<Bitfield, WireError> {
+        let expected = len.div_ceil(8) as usize;
+        if bytes.len() != expected {
+            return Err(WireError::BitfieldLength {
+                len: bytes.len(),
+                expected,
+            });
+        }
+        if let Some(&last) = bytes.last() {
+            if last & !spare_mask_inverse(len) != 0 {
+                return Err(WireError::BitfieldSpareBits);
+            }
+        }
+        let ones = bytes.iter().map(|b| b.count_ones()).sum();
+        Ok(Bitfield {
+            bits: bytes.to_vec(),
+            len,
+            ones,
+        })
+    }
+
+    /// The wire form (for a `bitfield` message).
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bits
+    }
+
+    /// Number of pieces the set ranges over.
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    /// True for a torrent without pieces (never the case for a parsed torrent).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of pieces in the set.
+    pub fn count(&self) -> u32 {
+        self.ones
+    }
+
+    /// True when every piece is in the set.
+    pub fn is_full(&self) -> bool {
+        self.ones == self.len
+    }
+
+    /// True when `piece` is in the set; false for indices past the end.
+    pub fn get(&self, piece: PieceIndex) -> bool {
+        let i = piece.idx();
+        i < self.len as usize && self.bits[i / 8] & (0x80 >> (i % 8)) != 0
+    }
+
+    /// Adds `piece`; returns true if it was not there before.
+    ///
+    /// # Panics
+    /// If `piece` is past the end: piece indices are validated against the same torrent.
+    pub fn set(&mut self, piece: PieceIndex) -> bool {
+        let i = piece.idx();
+        assert!(
+            i < self.len as usize,
+            "piece {i} outside a bitfield of {}",
+            self.len
+        );
+        let mask = 0x80 >> (i % 8);
+        let fresh = self.bits[i / 8] & mask == 0;
+        self.bits[i / 8] |= mask;
+        self.ones += u32::from(fresh);
+        fresh
+    }
+}
+
+/// The bits of the last byte that belong to real pieces (all of them when `len % 8 == 0`).
+fn spare_mask_inverse(len: u32) -> u8 {
+    match len % 8 {
+        0 => 0xff,
+        used => !(0xffu8 >> used),
+    }
+}
