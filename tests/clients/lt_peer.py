@@ -8,14 +8,16 @@ Runs only under /usr/bin/python3: Debian's libtorrent binding is not importable 
 """
 import argparse
 import json
+import os
 import sys
 import time
 
 import libtorrent as lt
 
 
-def session(listen_port):
-    settings = {
+def session(listen_port, high_performance):
+    settings = lt.high_performance_seed() if high_performance else {}
+    settings.update({
         "listen_interfaces": f"127.0.0.1:{listen_port}",
         "enable_dht": False,
         "enable_lsd": False,
@@ -28,7 +30,7 @@ def session(listen_port):
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.peer_notification
         | lt.alert.category_t.status_notification,
-    }
+    })
     return lt.session(settings)
 
 
@@ -41,9 +43,11 @@ def main():
     ap.add_argument("--listen-port", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--seed", action="store_true")
+    ap.add_argument("--high-performance", action="store_true",
+                    help="libtorrent's high_performance_seed settings (benchmarks)")
     args = ap.parse_args()
 
-    ses = session(args.listen_port)
+    ses = session(args.listen_port, args.high_performance)
     if args.torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(args.torrent)
@@ -57,6 +61,7 @@ def main():
 
     deadline = time.time() + args.timeout
     last = 0.0
+    announced_seeding = False
     while True:
         for a in ses.pop_alerts():
             if a.category() & lt.alert.category_t.error_notification:
@@ -68,6 +73,9 @@ def main():
             print(json.dumps({"state": str(s.state), "progress": s.progress,
                               "peers": s.num_peers, "rate": s.download_rate,
                               "has_metadata": s.has_metadata}), flush=True)
+        if args.seed and s.is_seeding and not announced_seeding:
+            announced_seeding = True
+            print(json.dumps({"seeding": True, "pid": os.getpid()}), flush=True)
         if not args.seed and s.has_metadata and s.is_seeding:
             print(json.dumps({"done": True, "total_download": s.total_download}), flush=True)
             return 0
