@@ -87,10 +87,13 @@ fn unknown_and_numbered_parameters_are_handled() {
     assert!(m.display_name.is_none() && m.peers.is_empty());
 }
 
+/// A predicate on the error a case must produce.
+type Check = fn(&MagnetError) -> bool;
+
 #[test]
 fn malformed_magnets_give_errors_naming_the_problem() {
     // Each kind of broken input maps to its own error variant.
-    let cases: Vec<(String, fn(&MagnetError) -> bool)> = vec![
+    let cases: Vec<(String, Check)> = vec![
         ("http://x".into(), |e| {
             matches!(e, MagnetError::NotMagnet { .. })
         }),
