@@ -81,8 +81,8 @@ pub enum MagnetError {
     /// A `%` not followed by two hex digits.
     #[error("broken percent escape in `{param}` at byte {at} of its value")]
     BadEscape {
-        /// The parameter (`key` when the key itself is broken).
-        param: String,
+        /// The parameter.
+        param: &'static str,
         /// Offset of the `%` inside the raw value.
         at: usize,
     },
@@ -183,7 +183,10 @@ impl Magnet {
         let mut m = Magnet::new(InfoHash::default());
         for pair in query.split('&').filter(|s| !s.is_empty()) {
             let (raw_key, raw_value) = pair.split_once('=').unwrap_or((pair, ""));
-            let key = decode_text(raw_key, "key")?;
+            // A key we cannot decode is not one of ours: ignored like any unknown key.
+            let Ok(key) = decode_text(raw_key, "key") else {
+                continue;
+            };
             match param_kind(&key) {
                 Some(Param::Xt) => {
                     let Some(hash) = parse_xt(&decode_text(raw_value, "xt")?)? else {
@@ -433,10 +436,7 @@ fn base32_decode(s: &str) -> Option<[u8; 20]> {
 
 /// Percent-decodes a query component (`+` is a space) and checks it is UTF-8.
 fn decode_text(raw: &str, param: &'static str) -> Result<String, MagnetError> {
-    let bytes = percent_decode_strict(raw).map_err(|at| MagnetError::BadEscape {
-        param: param.to_owned(),
-        at,
-    })?;
+    let bytes = percent_decode_strict(raw).map_err(|at| MagnetError::BadEscape { param, at })?;
     String::from_utf8(bytes).map_err(|_| MagnetError::NotUtf8 { param })
 }
 

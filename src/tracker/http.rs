@@ -2,7 +2,8 @@
 //!
 //! Everything else in `tracker` is sans-IO; a driver builds the URL with
 //! [`announce_url`](super::announce_url), calls [`announce_blocking`] on a thread that may
-//! block, and feeds the body to [`AnnounceScheduler::handle_response`](super::AnnounceScheduler::handle_response).
+//! block, and feeds the body to
+//! [`AnnounceScheduler::handle_response`](super::AnnounceScheduler::handle_response).
 
 use std::time::Duration;
 

@@ -325,8 +325,10 @@ fn largest_allowed_dict_peer_reply_fits_the_limits() {
 
 proptest! {
     #[test]
-    fn compact_peers_round_trip(addrs in proptest::collection::vec((any::<[u8; 4]>(), 1u16..), 0..50),
-                                addrs6 in proptest::collection::vec((any::<[u8; 16]>(), 1u16..), 0..50)) {
+    fn compact_peers_round_trip(
+        addrs in proptest::collection::vec((any::<[u8; 4]>(), 1u16..), 0..50),
+        addrs6 in proptest::collection::vec((any::<[u8; 16]>(), 1u16..), 0..50),
+    ) {
         // Any compact lists decode to exactly the addresses encoded, IPv4 first.
         let mut v4 = Vec::new();
         let mut expected: Vec<SocketAddr> = Vec::new();
