@@ -6,11 +6,13 @@
 
 mod ids;
 mod layout;
+mod magnet;
 mod parse;
 mod path;
 
 pub use ids::{to_hex, InfoHash, PeerId};
 pub use layout::{BlockRef, FileSpan, Layout, PieceIndex, Spans, BLOCK_BYTES, BLOCK_BYTES_MAX};
+pub use magnet::{Magnet, MagnetError, PeerHint, MAGNET_PARAMS_MAX, MAGNET_URI_BYTES_MAX};
 pub use parse::{build_torrent, parse_info, parse_torrent, TorrentBuilder};
 pub use path::validate_component;
 
@@ -135,5 +137,7 @@ pub enum MetainfoError {
     },
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;
