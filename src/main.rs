@@ -1,3 +1,3 @@
-fn main() {
-    println!("ringseed: under construction");
+fn main() -> std::process::ExitCode {
+    ringseed::cli::main()
 }

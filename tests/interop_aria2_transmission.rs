@@ -15,7 +15,14 @@ use common::*;
 fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentracker) {
     let src = make_release(dir, "release", scale);
     let probe = dir.join("probe.torrent");
-    ringseed(&["create", src.to_str().unwrap(), "-o", probe.to_str().unwrap(), "--piece-size", "256KiB"]);
+    ringseed(&[
+        "create",
+        src.to_str().unwrap(),
+        "-o",
+        probe.to_str().unwrap(),
+        "--piece-size",
+        "256KiB",
+    ]);
     let magnet = ringseed(&["magnet", probe.to_str().unwrap()]);
     let start = magnet.find("urn:btih:").unwrap() + 9;
     let hash = magnet[start..start + 40].to_lowercase();
@@ -112,7 +119,12 @@ fn transmission_downloads_release_when_ringseed_connects_out() {
     std::thread::sleep(Duration::from_secs(2));
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
-    let done = wait_until(Duration::from_secs(150), || same_files(&src, &out.join("release")));
-    assert!(done, "Transmission did not get every file byte-exact in time");
+    let done = wait_until(Duration::from_secs(150), || {
+        same_files(&src, &out.join("release"))
+    });
+    assert!(
+        done,
+        "Transmission did not get every file byte-exact in time"
+    );
     assert_same_files(&src, &out.join("release"));
 }

@@ -72,12 +72,21 @@ fn libtorrent_downloads_release_found_through_opentracker() {
     let probe = create(dir.path(), &src, None);
     let tracker = Opentracker::start(&tracker_dir, &[info_hash(&probe)]);
     let torrent = create(dir.path(), &src, Some(&tracker.announce_url()));
-    assert_eq!(info_hash(&torrent), info_hash(&probe), "tracker URL is outside info");
+    assert_eq!(
+        info_hash(&torrent),
+        info_hash(&probe),
+        "tracker URL is outside info"
+    );
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
     let out = dir.path().join("lt-out");
     let mut lt = libtorrent_client(
         dir.path(),
-        &["--torrent".into(), torrent.display().to_string(), "--save".into(), out.display().to_string()],
+        &[
+            "--torrent".into(),
+            torrent.display().to_string(),
+            "--save".into(),
+            out.display().to_string(),
+        ],
     );
     expect_download(&mut lt, Duration::from_secs(120));
     assert_same_files(&src, &out.join("release"));
@@ -127,7 +136,12 @@ fn libtorrent_fetches_metadata_from_magnet_then_data() {
     let out = dir.path().join("lt-out");
     let mut lt = libtorrent_client(
         dir.path(),
-        &["--magnet".into(), magnet.to_string(), "--save".into(), out.display().to_string()],
+        &[
+            "--magnet".into(),
+            magnet.to_string(),
+            "--save".into(),
+            out.display().to_string(),
+        ],
     );
     expect_download(&mut lt, Duration::from_secs(120));
     assert_same_files(&src, &out.join("release"));

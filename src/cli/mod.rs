@@ -1,1 +1,84 @@
 //! The command line: `create`, `seed`, `verify`, `magnet`, `bench`, `demo`.
+//!
+//! Glue only: argument parsing (clap), reading files, logging set-up and reports. Every
+//! decision lives in the library modules; a command's job is to wire them together and turn
+//! errors into one-line reasons and non-zero exit codes.
+
+mod bench;
+mod magnet;
+mod size;
+
+pub use size::parse_size;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::metainfo::{parse_torrent, Metainfo};
+
+/// ringseed: a thread-per-core io_uring BitTorrent seeder and peer.
+#[derive(Debug, Parser)]
+#[command(name = "ringseed", version, about, long_about = None)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the magnet URI of a torrent file.
+    Magnet(magnet::MagnetArgs),
+    /// Download a torrent from a seeder with many verifying leechers and report throughput.
+    Bench(bench::BenchArgs),
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match cli.command {
+        Command::Magnet(a) => magnet::run(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of causes, outermost first.
+            eprintln!("ringseed: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Reads and parses a .torrent file; errors name the file and the field.
+pub fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_torrent(&bytes).with_context(|| format!("{} is not a valid torrent", path.display()))
+}
+
+/// Every `.torrent` file directly inside `dir`, sorted.
+pub fn torrents_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "torrent") && path.is_file() {
+            out.push(path);
+        }
+    }
+    out.sort();
+    Ok(out)
+}

@@ -32,7 +32,9 @@ fn parse_stat_cpu(stat: &str, ticks_per_second: u64) -> Option<Duration> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let ticks = utime + stime;
-    Some(Duration::from_nanos(ticks * 1_000_000_000 / ticks_per_second))
+    Some(Duration::from_nanos(
+        ticks * 1_000_000_000 / ticks_per_second,
+    ))
 }
 
 #[cfg(test)]

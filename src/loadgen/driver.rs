@@ -100,9 +100,18 @@ pub fn run_thread(
         if now >= deadline {
             break;
         }
-        poll.poll(&mut events, Some((deadline - now).min(Duration::from_millis(200))))
-            .or_else(|e| if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) })
-            .expect("epoll_wait");
+        poll.poll(
+            &mut events,
+            Some((deadline - now).min(Duration::from_millis(200))),
+        )
+        .or_else(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        })
+        .expect("epoll_wait");
         for ev in events.iter() {
             let c = &mut conns[ev.token().0];
             if c.finished.is_some() {
@@ -162,7 +171,10 @@ fn drive(c: &mut Conn) -> Result<(), String> {
             Ok(0) => return Err("seeder closed the connection".into()),
             Ok(n) => {
                 c.rlen += n;
-                let used = c.leecher.handle_input(&c.rbuf[..c.rlen]).map_err(|e| e.to_string())?;
+                let used = c
+                    .leecher
+                    .handle_input(&c.rbuf[..c.rlen])
+                    .map_err(|e| e.to_string())?;
                 c.rbuf.copy_within(used..c.rlen, 0);
                 c.rlen -= used;
                 progressed = true;

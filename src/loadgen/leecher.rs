@@ -327,7 +327,13 @@ mod tests {
 
     /// A scripted seeder: answers the leecher's requests from `data`, optionally corrupting
     /// one byte or reversing the order of each batch of answers.
-    fn serve(l: &mut Leecher, data: &[u8], piece_len: u32, corrupt_at: Option<usize>, reverse: bool) {
+    fn serve(
+        l: &mut Leecher,
+        data: &[u8],
+        piece_len: u32,
+        corrupt_at: Option<usize>,
+        reverse: bool,
+    ) {
         let hs = Handshake {
             reserved: Reserved::default().with_fast(true),
             info_hash: InfoHash([9; 20]),
@@ -350,7 +356,8 @@ mod tests {
                 if let Message::Request(b) = value {
                     let start = (b.piece * piece_len + b.offset) as usize;
                     let mut block = data[start..start + b.len as usize].to_vec();
-                    if let Some(c) = corrupt_at.filter(|c| (start..start + block.len()).contains(c)) {
+                    if let Some(c) = corrupt_at.filter(|c| (start..start + block.len()).contains(c))
+                    {
                         block[c - start] ^= 1;
                     }
                     let mut frame = piece_header(b.piece, b.offset, b.len).to_vec();

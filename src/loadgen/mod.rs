@@ -188,7 +188,11 @@ fn summarize(
     let gb = bytes as f64 / 1e9;
     let mut rates: Vec<f64> = per_peer.iter().map(PeerResult::mb_per_s).collect();
     rates.sort_by(f64::total_cmp);
-    let pick = |q: f64| rates.get(((rates.len() - 1) as f64 * q).round() as usize).copied();
+    let pick = |q: f64| {
+        rates
+            .get(((rates.len() - 1) as f64 * q).round() as usize)
+            .copied()
+    };
     BenchReport {
         peers,
         peers_complete: per_peer.iter().filter(|p| p.error.is_none()).count(),
@@ -199,8 +203,14 @@ fn summarize(
         peer_mb_per_s_min: pick(0.0).unwrap_or(0.0),
         peer_mb_per_s_median: pick(0.5).unwrap_or(0.0),
         peer_mb_per_s_max: pick(1.0).unwrap_or(0.0),
-        seeder_cpu_s_per_gb: seeder_cpu.filter(|_| gb > 0.0).map(|c| c.as_secs_f64() / gb),
-        loadgen_cpu_s_per_gb: if gb > 0.0 { own.as_secs_f64() / gb } else { 0.0 },
+        seeder_cpu_s_per_gb: seeder_cpu
+            .filter(|_| gb > 0.0)
+            .map(|c| c.as_secs_f64() / gb),
+        loadgen_cpu_s_per_gb: if gb > 0.0 {
+            own.as_secs_f64() / gb
+        } else {
+            0.0
+        },
         per_peer,
     }
 }
@@ -225,7 +235,11 @@ impl std::fmt::Display for BenchReport {
             Some(c) => writeln!(f, "seeder CPU         {c:.3} s/GB")?,
             None => writeln!(f, "seeder CPU         (pass --seeder-pid to measure)")?,
         }
-        writeln!(f, "load generator CPU {:.3} s/GB", self.loadgen_cpu_s_per_gb)?;
+        writeln!(
+            f,
+            "load generator CPU {:.3} s/GB",
+            self.loadgen_cpu_s_per_gb
+        )?;
         for p in self.per_peer.iter().filter(|p| p.error.is_some()) {
             writeln!(
                 f,

@@ -70,7 +70,11 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("----- log of {} -----\n{}", self.name, tail(&self.log_text(), 60));
+            eprintln!(
+                "----- log of {} -----\n{}",
+                self.name,
+                tail(&self.log_text(), 60)
+            );
         }
     }
 }
@@ -216,7 +220,10 @@ pub fn spawn_seeder(dir: &Path, torrent: &Path, data: &Path, port: u16, extra: &
         .arg("--listen")
         .arg(format!("127.0.0.1:{port}"))
         .args(extra)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()));
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or("info".into()),
+        );
     let p = Proc::spawn("ringseed seed", cmd, dir.join(format!("seed-{port}.log")));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     assert!(
