@@ -48,7 +48,8 @@ pub struct ExtensionHandshake {
     pub p: Option<u16>,
     /// `reqq`: how many outstanding requests the sender queues.
     pub reqq: Option<u32>,
-    /// `metadata_size` (BEP 9): length of the info dict the sender can serve.
+    /// `metadata_size` (BEP 9): length of the info dict the sender can serve. Not checked
+    /// against `METADATA_BYTES_MAX` here: whoever fetches metadata decides what to accept.
     pub metadata_size: Option<u64>,
     /// `yourip`: the address the sender sees for us.
     pub yourip: Option<IpAddr>,
