@@ -79,7 +79,13 @@ fn bad_indices(report: &VerifyReport) -> Vec<u32> {
 }
 
 fn verify_ok(meta: &Metainfo, data_dir: &Path) -> VerifyReport {
-    verify(&meta.info, data_dir, &VerifyOptions::default(), &Progress::new()).unwrap()
+    verify(
+        &meta.info,
+        data_dir,
+        &VerifyOptions::default(),
+        &Progress::new(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -138,7 +144,11 @@ fn pieces_spanning_files_match_a_naive_reference_for_any_thread_count() {
                     ..options(piece_length)
                 },
             );
-            assert_eq!(meta.info.pieces, naive_pieces(&root, &meta), "{piece_length}");
+            assert_eq!(
+                meta.info.pieces,
+                naive_pieces(&root, &meta),
+                "{piece_length}"
+            );
         }
     }
 }
@@ -187,7 +197,12 @@ fn truncated_file_makes_its_later_pieces_bad_and_is_listed() {
     let file = fs::OpenOptions::new().write(true).open(&deep).unwrap();
     file.set_len(20_000).unwrap();
     let report = verify_ok(&meta, dir.path());
-    let index = meta.info.files.iter().position(|f| f.path[0] == "sub").unwrap();
+    let index = meta
+        .info
+        .files
+        .iter()
+        .position(|f| f.path[0] == "sub")
+        .unwrap();
     let layout = meta.info.layout();
     let file_start: u64 = meta.info.files[..index].iter().map(|f| f.length).sum();
     let first_bad = (file_start + 20_000) / 16_384;
@@ -217,7 +232,12 @@ fn missing_file_marks_its_pieces_and_the_rest_are_still_checked() {
     fs::remove_file(root.join("a.txt")).unwrap();
     fs::remove_file(root.join("empty.dat")).unwrap();
     let report = verify_ok(&meta, dir.path());
-    let index = meta.info.files.iter().position(|f| f.path == ["a.txt"]).unwrap();
+    let index = meta
+        .info
+        .files
+        .iter()
+        .position(|f| f.path == ["a.txt"])
+        .unwrap();
     let expected: Vec<u32> = meta.info.layout().pieces_of_file(index).collect();
     assert_eq!(bad_indices(&report), expected);
     let missing: Vec<&Path> = report
@@ -273,7 +293,10 @@ fn piece_length_rule_follows_the_table() {
         assert!(p.is_power_of_two());
         let pieces = total.div_ceil(u64::from(p));
         let clamped = p == PIECE_LENGTH_AUTO_MIN || p == PIECE_LENGTH_AUTO_MAX;
-        assert!(clamped || (1_000..=2_000).contains(&pieces), "{total}: {pieces}");
+        assert!(
+            clamped || (1_000..=2_000).contains(&pieces),
+            "{total}: {pieces}"
+        );
     }
 }
 
@@ -298,7 +321,9 @@ fn invalid_piece_lengths_and_empty_data_are_refused() {
     let (_dir, root) = release();
     for bad in [0, 3 << 14, 8 * 1024, 32 << 20] {
         let err = create_torrent(&root, &options(bad), &Progress::new()).unwrap_err();
-        assert!(matches!(err, HashError::BadPieceLength { piece_length, .. } if piece_length == bad));
+        assert!(
+            matches!(err, HashError::BadPieceLength { piece_length, .. } if piece_length == bad)
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("nothing");
@@ -316,14 +341,22 @@ fn symlinks_are_followed_and_loops_refused() {
     fs::write(&outside, pattern(1000, 42)).unwrap();
     std::os::unix::fs::symlink(&outside, root.join("link.bin")).unwrap();
     let meta = create(&root, &options(16 * 1024));
-    let link = meta.info.files.iter().find(|f| f.path == ["link.bin"]).unwrap();
+    let link = meta
+        .info
+        .files
+        .iter()
+        .find(|f| f.path == ["link.bin"])
+        .unwrap();
     assert_eq!(link.length, 1000);
     assert_eq!(meta.info.pieces, naive_pieces(&root, &meta));
 
     let looped = root.join("sub/dir/up");
     std::os::unix::fs::symlink(&root, &looped).unwrap();
     let err = create_torrent(&root, &options(16_384), &Progress::new()).unwrap_err();
-    assert!(matches!(&err, HashError::SymlinkLoop { path } if *path == looped), "{err}");
+    assert!(
+        matches!(&err, HashError::SymlinkLoop { path } if *path == looped),
+        "{err}"
+    );
 }
 
 #[test]
@@ -333,7 +366,10 @@ fn special_files_and_broken_links_are_refused_by_name() {
     let dangling = root.join("dangling");
     std::os::unix::fs::symlink(root.join("no-such-file"), &dangling).unwrap();
     let err = create_torrent(&root, &options(16_384), &Progress::new()).unwrap_err();
-    assert!(matches!(&err, HashError::BrokenSymlink { path } if *path == dangling), "{err}");
+    assert!(
+        matches!(&err, HashError::BrokenSymlink { path } if *path == dangling),
+        "{err}"
+    );
     fs::remove_file(&dangling).unwrap();
 
     let fifo = root.join("pipe");
@@ -341,7 +377,10 @@ fn special_files_and_broken_links_are_refused_by_name() {
     // SAFETY: `c_path` is a valid NUL-terminated string for the duration of the call.
     assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
     let err = create_torrent(&root, &options(16_384), &Progress::new()).unwrap_err();
-    assert!(matches!(&err, HashError::NotRegular { path } if *path == fifo), "{err}");
+    assert!(
+        matches!(&err, HashError::NotRegular { path } if *path == fifo),
+        "{err}"
+    );
 }
 
 #[test]
@@ -367,9 +406,18 @@ fn progress_counts_every_byte_once() {
     let progress = Progress::new();
     let (_, meta) = create_torrent(&root, &options(16 * 1024), &progress).unwrap();
     let total = meta.info.total_length();
-    assert_eq!((progress.bytes_done(), progress.bytes_total()), (total, total));
+    assert_eq!(
+        (progress.bytes_done(), progress.bytes_total()),
+        (total, total)
+    );
     let progress = Progress::new();
-    verify(&meta.info, dir.path(), &VerifyOptions { threads: 3 }, &progress).unwrap();
+    verify(
+        &meta.info,
+        dir.path(),
+        &VerifyOptions { threads: 3 },
+        &progress,
+    )
+    .unwrap();
     assert_eq!(progress.bytes_done(), total);
 }
 
@@ -380,6 +428,11 @@ fn hand_built_info_with_escaping_path_is_refused_by_verify() {
     let (dir, root) = release();
     let mut meta = create(&root, &options(16 * 1024));
     meta.info.files[0].path = vec!["..".into(), "..".into(), "etc".into(), "passwd".into()];
-    let err = verify(&meta.info, dir.path(), &VerifyOptions::default(), &Progress::new());
+    let err = verify(
+        &meta.info,
+        dir.path(),
+        &VerifyOptions::default(),
+        &Progress::new(),
+    );
     assert!(matches!(err, Err(HashError::UnsafeName { .. })));
 }
