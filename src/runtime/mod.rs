@@ -1,1 +1,390 @@
 //! Thread-per-core shards: io_uring backend and an epoll (mio) fallback running one shard loop.
+//!
+//! Owns threads, sockets, files and the clock for the protocol core: each shard is a pinned
+//! thread with its own backend, `SO_REUSEPORT` listener, connection slab, buffer pools and
+//! timers, driving [`Connection`]s and a [`ShardApp`]. No locks on the data path; other threads
+//! reach a shard through a bounded command queue and an eventfd. Start here: [`spawn_shards`].
+
+mod buffers;
+mod core;
+mod io;
+mod listener;
+mod outq;
+mod protocol;
+mod shard;
+mod timers;
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV_BUF_BYTES};
+pub use io::{probe_uring, IoKind, IO_ENV_VAR, SEND_BYTES_MAX, SEND_IOVECS_MAX};
+pub use listener::{Listener, LISTEN_BACKLOG};
+pub use protocol::{
+    BlockSend, BlockSource, CloseReason, ConnKey, Connection, FileId, FileSpan, FileSpans, ShardApp,
+    BLOCK_SPANS_MAX,
+};
+pub use shard::{ShardCtx, ShardLimits, ShardStats, HEARTBEAT};
+
+use crate::time::Clock;
+
+/// Commands queued per shard before [`Runtime::send`] reports the queue full.
+pub const COMMANDS_QUEUED_MAX: usize = 1024;
+
+/// How often [`Runtime::supervise`] checks the shards' join handles.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How a [`Runtime`] is started.
+#[derive(Clone, Debug)]
+pub struct RuntimeConfig {
+    /// Shard threads; 0 means one per available core.
+    pub shards: usize,
+    /// Backend; `Auto` honours `RINGSEED_IO`, then probes io_uring.
+    pub io: IoKind,
+    /// Addresses every shard listens on (port 0: the kernel picks one port for all shards).
+    pub listen: Vec<SocketAddr>,
+    /// Pin shard `i` to core `i % cores` (failure is logged at debug level and ignored).
+    pub pin_cores: bool,
+    /// Per-shard bounds.
+    pub limits: ShardLimits,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shards: 0,
+            io: IoKind::Auto,
+            listen: Vec::new(),
+            pin_cores: true,
+            limits: ShardLimits::default(),
+        }
+    }
+}
+
+/// What can go wrong starting or supervising shards.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// `RINGSEED_IO` holds something other than uring, epoll or auto.
+    #[error("bad I/O backend choice: {0}")]
+    BadIoKind(String),
+    /// Binding a listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard could not set up its backend (e.g. io_uring forced but forbidden).
+    #[error("shard {shard} failed to start on {io:?}: {source}")]
+    ShardStart {
+        /// Shard index.
+        shard: usize,
+        /// The backend it tried.
+        io: IoKind,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Creating a thread or an eventfd failed.
+    #[error("cannot start shard {shard}: {source}")]
+    Spawn {
+        /// Shard index.
+        shard: usize,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A shard thread ended while the runtime was running.
+    #[error("shard {shard} died: {cause}")]
+    ShardDied {
+        /// Shard index.
+        shard: usize,
+        /// Panic message or the error that ended its loop.
+        cause: String,
+    },
+    /// The shard's command queue is full (it is overloaded or stuck).
+    #[error("command queue of shard {shard} is full ({max} queued)")]
+    CommandQueueFull {
+        /// Shard index.
+        shard: usize,
+        /// The queue bound.
+        max: usize,
+    },
+    /// No such shard, or it has stopped.
+    #[error("shard {shard} is not running")]
+    ShardGone {
+        /// Shard index.
+        shard: usize,
+    },
+}
+
+struct ShardHandle<Cmd> {
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    commands: SyncSender<Cmd>,
+    wake: Arc<OwnedFd>,
+}
+
+/// Running shards. Dropping it stops them (like [`Runtime::shutdown`], ignoring errors).
+pub struct Runtime<Cmd> {
+    shards: Vec<ShardHandle<Cmd>>,
+    stop: Arc<AtomicBool>,
+    io: IoKind,
+    local_addrs: Vec<SocketAddr>,
+}
+
+/// Starts `config.shards` shard threads, each running the app built by `make_app(shard_index)`
+/// on its own backend and listeners. Returns once every shard has set up its backend, so a
+/// forced-but-unavailable io_uring is reported here.
+///
+/// ```no_run
+/// # use ringseed::runtime::*;
+/// # struct MyApp; struct MyConn;
+/// # impl Connection for MyConn {
+/// #   fn handle_input(&mut self, b: &[u8], _: ringseed::time::Instant) -> Result<usize, CloseReason> { Ok(b.len()) }
+/// #   fn write_control(&mut self, _: &mut Vec<u8>) {}
+/// #   fn poll_block(&mut self) -> Option<BlockSend> { None }
+/// #   fn on_sent(&mut self, _: usize, _: ringseed::time::Instant) {}
+/// #   fn handle_timeout(&mut self, _: ringseed::time::Instant) -> Result<(), CloseReason> { Ok(()) }
+/// #   fn poll_timeout(&self) -> Option<ringseed::time::Instant> { None }
+/// # }
+/// # impl ShardApp for MyApp { type Conn = MyConn; type Command = ();
+/// #   fn accept(&mut self, _: std::net::SocketAddr, _: ringseed::time::Instant) -> Option<MyConn> { Some(MyConn) } }
+/// let config = RuntimeConfig { listen: vec!["0.0.0.0:6881".parse().unwrap()], ..Default::default() };
+/// let mut runtime = spawn_shards(config, |_shard| MyApp)?;
+/// let stop = std::sync::atomic::AtomicBool::new(false);
+/// runtime.supervise(&stop)?; // returns Err(ShardDied) with context if a shard dies
+/// # Ok::<(), RuntimeError>(())
+/// ```
+pub fn spawn_shards<A, F>(config: RuntimeConfig, make_app: F) -> Result<Runtime<A::Command>, RuntimeError>
+where
+    A: ShardApp,
+    F: Fn(usize) -> A + Send + Sync + 'static,
+{
+    let env = std::env::var(IO_ENV_VAR).ok();
+    let (io, why) = io::resolve_kind(config.io, env.as_deref(), io::probe_uring)
+        .map_err(RuntimeError::BadIoKind)?;
+    if let Some(why) = why {
+        tracing::warn!("io_uring unavailable, using the epoll backend: {why}");
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = if config.shards == 0 { cores } else { config.shards };
+    let mut listeners = bind_listeners(&config.listen, count)?;
+    let local_addrs = listeners.first().map_or_else(Vec::new, |l| l.iter().map(Listener::local_addr).collect());
+    let make_app = Arc::new(make_app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clock = Clock::new();
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut runtime = Runtime { shards: Vec::new(), stop: Arc::clone(&stop), io, local_addrs };
+    for (index, shard_listeners) in listeners.drain(..).enumerate() {
+        let wake = Arc::new(eventfd().map_err(|source| RuntimeError::Spawn { shard: index, source })?);
+        let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMANDS_QUEUED_MAX);
+        let parts = shard::ShardParts { stop: Arc::clone(&stop), commands: cmd_rx, wake: Arc::clone(&wake), clock };
+        let make_app = Arc::clone(&make_app);
+        let ready_tx = ready_tx.clone();
+        let (limits, pin) = (config.limits, config.pin_cores);
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || {
+                if pin {
+                    pin_to_core(index % cores);
+                }
+                run_shard(index, io, limits, shard_listeners, parts, &*make_app, ready_tx)
+            })
+            .map_err(|source| RuntimeError::Spawn { shard: index, source })?;
+        runtime.shards.push(ShardHandle { thread: Some(thread), commands: cmd_tx, wake });
+    }
+    drop(ready_tx);
+    for _ in 0..count {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err((shard, source))) => return Err(RuntimeError::ShardStart { shard, io, source }),
+            Err(_) => return Err(runtime.check().err().unwrap_or(RuntimeError::ShardGone { shard: 0 })),
+        }
+    }
+    Ok(runtime)
+}
+
+type Ready = mpsc::Sender<Result<(), (usize, std::io::Error)>>;
+
+fn run_shard<A: ShardApp>(
+    index: usize,
+    io: IoKind,
+    limits: ShardLimits,
+    listeners: Vec<Listener>,
+    parts: shard::ShardParts<A::Command>,
+    make_app: &(dyn Fn(usize) -> A + Send + Sync),
+    ready: Ready,
+) -> std::io::Result<()> {
+    let backend_config = io::BackendConfig {
+        recv_bufs: limits.recv_bufs,
+        block_bufs: limits.block_bufs,
+        ops_max: limits.ops_max(listeners.len()),
+    };
+    let built = io::build(io, backend_config).and_then(|backend| {
+        let core = core::Core::new(index, backend, limits, listeners);
+        shard::Shard::new(make_app(index), core, parts)
+    });
+    let shard = match built {
+        Ok(shard) => {
+            let _ = ready.send(Ok(()));
+            shard
+        }
+        Err(e) => {
+            let copy = std::io::Error::new(e.kind(), e.to_string());
+            let _ = ready.send(Err((index, e)));
+            return Err(copy);
+        }
+    };
+    tracing::debug!(shard = index, ?io, "shard running");
+    shard.run()
+}
+
+/// Binds every address once per shard; port 0 is resolved by the first shard's bind and reused.
+fn bind_listeners(addrs: &[SocketAddr], count: usize) -> Result<Vec<Vec<Listener>>, RuntimeError> {
+    let mut resolved = addrs.to_vec();
+    let mut all = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut mine = Vec::with_capacity(resolved.len());
+        for addr in resolved.iter_mut() {
+            let listener = Listener::bind(*addr).map_err(|source| RuntimeError::Listen { addr: *addr, source })?;
+            *addr = listener.local_addr();
+            mine.push(listener);
+        }
+        all.push(mine);
+    }
+    Ok(all)
+}
+
+fn eventfd() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is fresh and owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn wake(fd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a local u64 to an eventfd.
+    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Pins the calling thread to `core`; failure (e.g. a restricted cpuset) is only logged.
+fn pin_to_core(core: usize) {
+    // SAFETY: cpu_set_t is plain data; CPU_SET stays in bounds for core < CPU_SETSIZE.
+    let result = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core % libc::CPU_SETSIZE as usize, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if result != 0 {
+        tracing::debug!(core, "cannot pin shard thread: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl<Cmd: Send + 'static> Runtime<Cmd> {
+    /// The backend the shards run on (`Uring` or `Epoll`, never `Auto`).
+    pub fn io_kind(&self) -> IoKind {
+        self.io
+    }
+
+    /// The listening addresses, with ports resolved.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.local_addrs
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Queues a command for shard `shard` and wakes it.
+    pub fn send(&self, shard: usize, cmd: Cmd) -> Result<(), RuntimeError> {
+        let handle = self.shards.get(shard).ok_or(RuntimeError::ShardGone { shard })?;
+        handle.commands.try_send(cmd).map_err(|e| match e {
+            TrySendError::Full(_) => RuntimeError::CommandQueueFull { shard, max: COMMANDS_QUEUED_MAX },
+            TrySendError::Disconnected(_) => RuntimeError::ShardGone { shard },
+        })?;
+        wake(&handle.wake);
+        Ok(())
+    }
+
+    /// Reports the first shard that has ended, with its panic message or error.
+    pub fn check(&mut self) -> Result<(), RuntimeError> {
+        for (shard, handle) in self.shards.iter_mut().enumerate() {
+            if handle.thread.as_ref().is_some_and(JoinHandle::is_finished) {
+                let thread = handle.thread.take().expect("checked above");
+                let cause = match thread.join() {
+                    Ok(Ok(())) => "its loop returned while the runtime was running".to_string(),
+                    Ok(Err(e)) => format!("I/O error: {e}"),
+                    Err(panic) => panic_message(&panic),
+                };
+                return Err(RuntimeError::ShardDied { shard, cause });
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches the shards until `stop` is set (Ok) or one dies (its error, with context).
+    pub fn supervise(&mut self, stop: &AtomicBool) -> Result<(), RuntimeError> {
+        while !stop.load(Ordering::Acquire) {
+            self.check()?;
+            std::thread::sleep(SUPERVISE_INTERVAL);
+        }
+        Ok(())
+    }
+
+    /// Stops every shard (each within about [`HEARTBEAT`] plus a bounded drain) and joins them.
+    /// Returns the first shard failure seen, if any.
+    pub fn shutdown(mut self) -> Result<(), RuntimeError> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), RuntimeError> {
+        self.stop.store(true, Ordering::Release);
+        for handle in &self.shards {
+            wake(&handle.wake);
+        }
+        let mut first_error = None;
+        for (shard, handle) in self.shards.iter_mut().enumerate() {
+            let Some(thread) = handle.thread.take() else { continue };
+            let cause = match thread.join() {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => format!("I/O error: {e}"),
+                Err(panic) => panic_message(&panic),
+            };
+            first_error.get_or_insert(RuntimeError::ShardDied { shard, cause });
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl<Cmd> Drop for Runtime<Cmd> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for handle in &self.shards {
+            wake(&handle.wake);
+        }
+        for handle in &mut self.shards {
+            if let Some(thread) = handle.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}
