@@ -99,6 +99,9 @@ mod tests {
         let far = Instant::from_nanos(u64::MAX - 1) + Duration::from_secs(10);
         assert_eq!(far.as_nanos(), u64::MAX);
         assert_eq!(Instant::ZERO - Instant::from_secs(3), Duration::ZERO);
-        assert_eq!(Instant::from_secs(5) - Instant::from_secs(3), Duration::from_secs(2));
+        assert_eq!(
+            Instant::from_secs(5) - Instant::from_secs(3),
+            Duration::from_secs(2)
+        );
     }
 }

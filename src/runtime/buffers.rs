@@ -26,7 +26,7 @@ pub const RECV_BUF_BYTES: usize = 32 * 1024;
 const POOL_ALIGN_BYTES: usize = 4096;
 
 const _: () = assert!(RECV_BUF_BYTES >= BLOCK_BYTES_MAX + BLOCK_HEADER_BYTES);
-const _: () = assert!(BLOCK_BYTES_MAX % POOL_ALIGN_BYTES == 0);
+const _: () = assert!(BLOCK_BYTES_MAX.is_multiple_of(POOL_ALIGN_BYTES));
 
 /// One contiguous, page-aligned allocation that holds `count` buffers of `buf_bytes` each.
 ///
@@ -43,7 +43,9 @@ impl Region {
     /// Allocates `count` zeroed buffers of `buf_bytes` bytes.
     pub(crate) fn new(buf_bytes: usize, count: usize) -> Region {
         assert!(buf_bytes > 0 && count > 0, "empty buffer region");
-        let total = buf_bytes.checked_mul(count).expect("buffer region size overflows");
+        let total = buf_bytes
+            .checked_mul(count)
+            .expect("buffer region size overflows");
         let layout = Layout::from_size_align(total, POOL_ALIGN_BYTES).expect("bad layout");
         // SAFETY: the layout has a non-zero size (asserted above).
         let raw = unsafe { alloc::alloc_zeroed(layout) };
@@ -58,7 +60,11 @@ impl Region {
 
     /// Start address of buffer `index`.
     pub(crate) fn buf_ptr(&self, index: usize) -> *mut u8 {
-        assert!(index < self.count, "buffer index {index} out of {}", self.count);
+        assert!(
+            index < self.count,
+            "buffer index {index} out of {}",
+            self.count
+        );
         // SAFETY: index < count, so the offset stays inside the allocation.
         unsafe { self.ptr.as_ptr().add(index * self.buf_bytes) }
     }
@@ -147,7 +153,10 @@ impl BufferPool {
 
     /// Base address and length of the pool's memory, for io_uring buffer registration.
     pub(crate) fn raw_region(&self) -> (*mut u8, usize) {
-        (self.inner.region.base_ptr(), self.inner.region.total_bytes())
+        (
+            self.inner.region.base_ptr(),
+            self.inner.region.total_bytes(),
+        )
     }
 }
 
@@ -195,7 +204,11 @@ impl PoolBuf {
 impl Drop for PoolBuf {
     fn drop(&mut self) {
         let mut free = self.pool.free.borrow_mut();
-        debug_assert!(!free.contains(&self.index), "buffer {} freed twice", self.index);
+        debug_assert!(
+            !free.contains(&self.index),
+            "buffer {} freed twice",
+            self.index
+        );
         free.push(self.index);
     }
 }
@@ -229,6 +242,6 @@ mod tests {
     #[test]
     fn receive_buffer_holds_a_whole_block_message() {
         // The largest message a downloading peer must parse at once fits one receive buffer.
-        assert!(RECV_BUF_BYTES >= BLOCK_HEADER_BYTES + BLOCK_BYTES_MAX);
+        const { assert!(RECV_BUF_BYTES >= BLOCK_HEADER_BYTES + BLOCK_BYTES_MAX) };
     }
 }

@@ -67,7 +67,10 @@ fn token(index: usize, seq: u32) -> Token {
 }
 
 fn untoken(token: Token) -> (usize, u32) {
-    ((token.0 & u64::from(u32::MAX)) as usize, (token.0 >> 32) as u32)
+    (
+        (token.0 & u64::from(u32::MAX)) as usize,
+        (token.0 >> 32) as u32,
+    )
 }
 
 /// The shard's connections and I/O, without the application.
@@ -85,6 +88,8 @@ pub(crate) struct Core<C> {
     pub(crate) closed: Vec<(ConnKey, C, CloseReason)>,
     pub(crate) files: Vec<Option<File>>,
     vecs: VecPool,
+    /// Boxed on purpose: a batch in flight must not move (the kernel holds its iovec address).
+    #[allow(clippy::vec_box)]
     batches: Vec<Box<SendBatch>>,
     pub(crate) limits: ShardLimits,
     pub(crate) now: Instant,
@@ -122,12 +127,16 @@ impl<C: Connection> Core<C> {
 
     /// The slot of `key`, if the connection still exists.
     pub(crate) fn slot_mut(&mut self, key: ConnKey) -> Option<&mut Slot<C>> {
-        self.slots.get_mut(key.index as usize).filter(|s| s.generation == key.generation)
+        self.slots
+            .get_mut(key.index as usize)
+            .filter(|s| s.generation == key.generation)
     }
 
     /// The slot of `key`, if the connection still exists.
     pub(crate) fn slot(&self, key: ConnKey) -> Option<&Slot<C>> {
-        self.slots.get(key.index as usize).filter(|s| s.generation == key.generation)
+        self.slots
+            .get(key.index as usize)
+            .filter(|s| s.generation == key.generation)
     }
 
     fn key_of(&self, index: usize) -> ConnKey {
@@ -167,7 +176,10 @@ impl<C: Connection> Core<C> {
             dirty: false,
             waiting_buf: false,
         });
-        Ok(ConnKey { index: index as u32, generation })
+        Ok(ConnKey {
+            index: index as u32,
+            generation,
+        })
     }
 
     /// Queues `key` to be polled for output at the end of this loop iteration.
@@ -190,11 +202,18 @@ impl<C: Connection> Core<C> {
     pub(crate) fn start_connect(&mut self, key: ConnKey, addr: SocketAddr) {
         let index = key.index as usize;
         let slot = &mut self.slots[index];
-        let fd = slot.fd.as_ref().expect("connecting slot has a socket").as_raw_fd();
+        let fd = slot
+            .fd
+            .as_ref()
+            .expect("connecting slot has a socket")
+            .as_raw_fd();
         slot.connect_busy = true;
         if let Err(e) = self.backend.connect(token(index, 0), fd, addr) {
             self.slots[index].connect_busy = false;
-            self.close(index, CloseReason::ConnectFailed(io::Error::other(e.to_string())));
+            self.close(
+                index,
+                CloseReason::ConnectFailed(io::Error::other(e.to_string())),
+            );
         }
         self.mark_dirty(key);
     }
@@ -204,7 +223,11 @@ impl<C: Connection> Core<C> {
         if slot.recv_busy || !matches!(slot.phase, Phase::Open) {
             return;
         }
-        let fd = slot.fd.as_ref().expect("open slot has a socket").as_raw_fd();
+        let fd = slot
+            .fd
+            .as_ref()
+            .expect("open slot has a socket")
+            .as_raw_fd();
         slot.recv_busy = true;
         if let Err(e) = self.backend.recv(token(index, 0), fd) {
             self.slots[index].recv_busy = false;
@@ -235,7 +258,10 @@ impl<C: Connection> Core<C> {
     }
 
     fn maybe_finalize(&mut self, index: usize) {
-        let slot = &self.slots[index];
+        // Already gone when an earlier step of the same completion finalized it.
+        let Some(slot) = self.slots.get(index) else {
+            return;
+        };
         if !matches!(slot.phase, Phase::Closing(_)) || !slot.idle() {
             return;
         }
@@ -245,7 +271,9 @@ impl<C: Connection> Core<C> {
         if let Some(fd) = slot.fd.take() {
             self.backend.close(fd);
         }
-        let Phase::Closing(reason) = slot.phase else { unreachable!() };
+        let Phase::Closing(reason) = slot.phase else {
+            unreachable!()
+        };
         tracing::debug!(shard = self.shard_index, conn = %key, peer = %slot.peer, "closed: {reason}");
         self.stats.closed += 1;
         self.closed.push((key, slot.conn, reason));
@@ -256,7 +284,11 @@ impl<C: Connection> Core<C> {
         match completion {
             Completion::Connected { token, result } => self.on_connected(untoken(token).0, result),
             Completion::Received { token, result } => self.on_received(untoken(token).0, result),
-            Completion::Sent { token, batch, result } => self.on_sent(untoken(token).0, batch, result),
+            Completion::Sent {
+                token,
+                batch,
+                result,
+            } => self.on_sent(untoken(token).0, batch, result),
             Completion::FileRead { token, buf, result } => {
                 let (index, seq) = untoken(token);
                 self.on_read(index, seq, buf, result);
@@ -324,7 +356,10 @@ impl<C: Connection> Core<C> {
         }
         let max = self.limits.input_bytes_max;
         if slot.input.len() > max {
-            return Err(CloseReason::InputTooLarge { buffered: slot.input.len(), max });
+            return Err(CloseReason::InputTooLarge {
+                buffered: slot.input.len(),
+                max,
+            });
         }
         if slot.input.is_empty() && slot.input.capacity() > 2 * BLOCK_BYTES_MAX {
             slot.input = Vec::new(); // do not pin a burst's memory on an idle peer
@@ -336,7 +371,9 @@ impl<C: Connection> Core<C> {
         let slot = &mut self.slots[index];
         slot.send_busy = false;
         let outcome = match result {
-            Ok(0) if batch.total_bytes() > 0 => Err(CloseReason::Io(io::ErrorKind::WriteZero.into())),
+            Ok(0) if batch.total_bytes() > 0 => {
+                Err(CloseReason::Io(io::ErrorKind::WriteZero.into()))
+            }
             Ok(sent) => {
                 slot.out.sent(&mut batch, sent, &mut self.vecs);
                 self.stats.bytes_sent += sent as u64;
@@ -372,7 +409,10 @@ impl<C: Connection> Core<C> {
             self.maybe_finalize(index);
             return;
         }
-        let pending = slot.out.pending_mut(seq).expect("read for a block that is not pending");
+        let pending = slot
+            .out
+            .pending_mut(seq)
+            .expect("read for a block that is not pending");
         match result {
             Ok(0) => {
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than block");
@@ -399,7 +439,10 @@ impl<C: Connection> Core<C> {
         let slot = &mut self.slots[index];
         let pending = slot.out.pending_mut(seq).expect("pending block");
         let (span, skip) = pending.cursor().expect("pending block not complete");
-        let file = self.files.get(span.file.0 as usize).and_then(Option::as_ref);
+        let file = self
+            .files
+            .get(span.file.0 as usize)
+            .and_then(Option::as_ref);
         let Some(file) = file else {
             self.close(index, CloseReason::BadBlock("block names an unknown file"));
             return;
@@ -414,7 +457,10 @@ impl<C: Connection> Core<C> {
         slot.reads_busy += 1;
         if let Err((e, _buf)) = self.backend.read_file(token(index, seq), read, buf) {
             self.slots[index].reads_busy -= 1;
-            self.close(index, CloseReason::FileRead(io::Error::other(e.to_string())));
+            self.close(
+                index,
+                CloseReason::FileRead(io::Error::other(e.to_string())),
+            );
         }
     }
 
@@ -426,7 +472,11 @@ impl<C: Connection> Core<C> {
         }
         let mut batch = self.batches.pop().unwrap_or_else(SendBatch::new);
         slot.out.fill_batch(&mut batch);
-        let fd = slot.fd.as_ref().expect("open slot has a socket").as_raw_fd();
+        let fd = slot
+            .fd
+            .as_ref()
+            .expect("open slot has a socket")
+            .as_raw_fd();
         slot.send_busy = true;
         if let Err((e, mut batch)) = self.backend.send(token(index, 0), fd, batch) {
             self.slots[index].send_busy = false;
@@ -460,12 +510,15 @@ impl<C: Connection> Core<C> {
                 break;
             }
             let conn = &mut slot.conn;
-            slot.out.write_control(&mut self.vecs, |v| conn.write_control(v));
+            slot.out
+                .write_control(&mut self.vecs, |v| conn.write_control(v));
             self.stats.note_unsent(slot.out.unsent_bytes);
             if slot.waiting_buf || slot.out.unsent_bytes + room_needed > self.limits.out_bytes_max {
                 break;
             }
-            let Some(block) = slot.conn.poll_block() else { break };
+            let Some(block) = slot.conn.poll_block() else {
+                break;
+            };
             if let Err(reason) = self.queue_block(index, block) {
                 self.close(index, reason);
                 return;
@@ -478,7 +531,8 @@ impl<C: Connection> Core<C> {
     fn queue_block(&mut self, index: usize, block: super::BlockSend) -> Result<(), CloseReason> {
         let len = block.validate()?;
         let slot = &mut self.slots[index];
-        slot.out.write_control(&mut self.vecs, |v| v.extend_from_slice(&block.header));
+        slot.out
+            .write_control(&mut self.vecs, |v| v.extend_from_slice(&block.header));
         match block.source {
             BlockSource::Memory(bytes) => slot.out.push_ready(Payload::Shared(bytes), len),
             BlockSource::Files(spans) => {
@@ -500,8 +554,12 @@ impl<C: Connection> Core<C> {
     /// Gives freed block buffers to connections that waited for one, oldest first.
     pub(crate) fn serve_buf_waiters(&mut self) {
         while self.block_pool.free_count() > 0 {
-            let Some(key) = self.buf_waiters.pop_front() else { return };
-            let Some(slot) = self.slot_mut(key) else { continue };
+            let Some(key) = self.buf_waiters.pop_front() else {
+                return;
+            };
+            let Some(slot) = self.slot_mut(key) else {
+                continue;
+            };
             slot.waiting_buf = false;
             if !matches!(slot.phase, Phase::Open) {
                 continue;
@@ -521,7 +579,9 @@ impl<C: Connection> Core<C> {
         if matches!(slot.phase, Phase::Closing(_)) {
             return;
         }
-        let Some(want) = slot.conn.poll_timeout() else { return };
+        let Some(want) = slot.conn.poll_timeout() else {
+            return;
+        };
         if slot.armed.is_none_or(|armed| want < armed) {
             slot.armed = Some(want);
             let key = self.key_of(index);
@@ -533,7 +593,9 @@ impl<C: Connection> Core<C> {
     pub(crate) fn fire_timers(&mut self) {
         let now = self.now;
         while let Some((at, key)) = self.timers.pop_due(now) {
-            let Some(slot) = self.slot_mut(key) else { continue };
+            let Some(slot) = self.slot_mut(key) else {
+                continue;
+            };
             if slot.armed != Some(at) {
                 continue; // stale entry
             }
@@ -582,7 +644,10 @@ fn consume<C: Connection>(conn: &mut C, data: &[u8], now: Instant) -> Result<usi
         if n == 0 {
             break;
         }
-        debug_assert!(n <= data.len() - consumed, "handle_input consumed more than offered");
+        debug_assert!(
+            n <= data.len() - consumed,
+            "handle_input consumed more than offered"
+        );
         consumed += n.min(data.len() - consumed);
     }
     Ok(consumed)

@@ -26,8 +26,8 @@ pub use buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV
 pub use io::{probe_uring, IoKind, IO_ENV_VAR, SEND_BYTES_MAX, SEND_IOVECS_MAX};
 pub use listener::{Listener, LISTEN_BACKLOG};
 pub use protocol::{
-    BlockSend, BlockSource, CloseReason, ConnKey, Connection, FileId, FileSpan, FileSpans, ShardApp,
-    BLOCK_SPANS_MAX,
+    BlockSend, BlockSource, CloseReason, ConnKey, Connection, FileId, FileSpan, FileSpans,
+    ShardApp, BLOCK_SPANS_MAX,
 };
 pub use shard::{ShardCtx, ShardLimits, ShardStats, HEARTBEAT};
 
@@ -159,7 +159,10 @@ pub struct Runtime<Cmd> {
 /// runtime.supervise(&stop)?; // returns Err(ShardDied) with context if a shard dies
 /// # Ok::<(), RuntimeError>(())
 /// ```
-pub fn spawn_shards<A, F>(config: RuntimeConfig, make_app: F) -> Result<Runtime<A::Command>, RuntimeError>
+pub fn spawn_shards<A, F>(
+    config: RuntimeConfig,
+    make_app: F,
+) -> Result<Runtime<A::Command>, RuntimeError>
 where
     A: ShardApp,
     F: Fn(usize) -> A + Send + Sync + 'static,
@@ -171,18 +174,37 @@ where
         tracing::warn!("io_uring unavailable, using the epoll backend: {why}");
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let count = if config.shards == 0 { cores } else { config.shards };
+    let count = if config.shards == 0 {
+        cores
+    } else {
+        config.shards
+    };
     let mut listeners = bind_listeners(&config.listen, count)?;
-    let local_addrs = listeners.first().map_or_else(Vec::new, |l| l.iter().map(Listener::local_addr).collect());
+    let local_addrs = listeners
+        .first()
+        .map_or_else(Vec::new, |l| l.iter().map(Listener::local_addr).collect());
     let make_app = Arc::new(make_app);
     let stop = Arc::new(AtomicBool::new(false));
     let clock = Clock::new();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let mut runtime = Runtime { shards: Vec::new(), stop: Arc::clone(&stop), io, local_addrs };
+    let mut runtime = Runtime {
+        shards: Vec::new(),
+        stop: Arc::clone(&stop),
+        io,
+        local_addrs,
+    };
     for (index, shard_listeners) in listeners.drain(..).enumerate() {
-        let wake = Arc::new(eventfd().map_err(|source| RuntimeError::Spawn { shard: index, source })?);
+        let wake = Arc::new(eventfd().map_err(|source| RuntimeError::Spawn {
+            shard: index,
+            source,
+        })?);
         let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMANDS_QUEUED_MAX);
-        let parts = shard::ShardParts { stop: Arc::clone(&stop), commands: cmd_rx, wake: Arc::clone(&wake), clock };
+        let parts = shard::ShardParts {
+            stop: Arc::clone(&stop),
+            commands: cmd_rx,
+            wake: Arc::clone(&wake),
+            clock,
+        };
         let make_app = Arc::clone(&make_app);
         let ready_tx = ready_tx.clone();
         let (limits, pin) = (config.limits, config.pin_cores);
@@ -192,17 +214,37 @@ where
                 if pin {
                     pin_to_core(index % cores);
                 }
-                run_shard(index, io, limits, shard_listeners, parts, &*make_app, ready_tx)
+                run_shard(
+                    index,
+                    io,
+                    limits,
+                    shard_listeners,
+                    parts,
+                    &*make_app,
+                    ready_tx,
+                )
             })
-            .map_err(|source| RuntimeError::Spawn { shard: index, source })?;
-        runtime.shards.push(ShardHandle { thread: Some(thread), commands: cmd_tx, wake });
+            .map_err(|source| RuntimeError::Spawn {
+                shard: index,
+                source,
+            })?;
+        runtime.shards.push(ShardHandle {
+            thread: Some(thread),
+            commands: cmd_tx,
+            wake,
+        });
     }
     drop(ready_tx);
     for _ in 0..count {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err((shard, source))) => return Err(RuntimeError::ShardStart { shard, io, source }),
-            Err(_) => return Err(runtime.check().err().unwrap_or(RuntimeError::ShardGone { shard: 0 })),
+            Err(_) => {
+                return Err(runtime
+                    .check()
+                    .err()
+                    .unwrap_or(RuntimeError::ShardGone { shard: 0 }))
+            }
         }
     }
     Ok(runtime)
@@ -250,7 +292,10 @@ fn bind_listeners(addrs: &[SocketAddr], count: usize) -> Result<Vec<Vec<Listener
     for _ in 0..count {
         let mut mine = Vec::with_capacity(resolved.len());
         for addr in resolved.iter_mut() {
-            let listener = Listener::bind(*addr).map_err(|source| RuntimeError::Listen { addr: *addr, source })?;
+            let listener = Listener::bind(*addr).map_err(|source| RuntimeError::Listen {
+                addr: *addr,
+                source,
+            })?;
             *addr = listener.local_addr();
             mine.push(listener);
         }
@@ -284,7 +329,11 @@ fn pin_to_core(core: usize) {
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
     };
     if result != 0 {
-        tracing::debug!(core, "cannot pin shard thread: {}", std::io::Error::last_os_error());
+        tracing::debug!(
+            core,
+            "cannot pin shard thread: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 
@@ -306,9 +355,15 @@ impl<Cmd: Send + 'static> Runtime<Cmd> {
 
     /// Queues a command for shard `shard` and wakes it.
     pub fn send(&self, shard: usize, cmd: Cmd) -> Result<(), RuntimeError> {
-        let handle = self.shards.get(shard).ok_or(RuntimeError::ShardGone { shard })?;
+        let handle = self
+            .shards
+            .get(shard)
+            .ok_or(RuntimeError::ShardGone { shard })?;
         handle.commands.try_send(cmd).map_err(|e| match e {
-            TrySendError::Full(_) => RuntimeError::CommandQueueFull { shard, max: COMMANDS_QUEUED_MAX },
+            TrySendError::Full(_) => RuntimeError::CommandQueueFull {
+                shard,
+                max: COMMANDS_QUEUED_MAX,
+            },
             TrySendError::Disconnected(_) => RuntimeError::ShardGone { shard },
         })?;
         wake(&handle.wake);
@@ -353,7 +408,9 @@ impl<Cmd: Send + 'static> Runtime<Cmd> {
         }
         let mut first_error = None;
         for (shard, handle) in self.shards.iter_mut().enumerate() {
-            let Some(thread) = handle.thread.take() else { continue };
+            let Some(thread) = handle.thread.take() else {
+                continue;
+            };
             let cause = match thread.join() {
                 Ok(Ok(())) => continue,
                 Ok(Err(e)) => format!("I/O error: {e}"),

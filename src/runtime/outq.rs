@@ -59,11 +59,14 @@ pub(crate) struct VecPool {
 
 impl VecPool {
     pub(crate) fn take(&mut self) -> Vec<u8> {
-        self.vecs.pop().unwrap_or_else(|| Vec::with_capacity(CONTROL_VEC_BYTES))
+        self.vecs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CONTROL_VEC_BYTES))
     }
 
     pub(crate) fn give(&mut self, mut vec: Vec<u8>) {
-        if self.vecs.len() < CONTROL_VECS_POOLED_MAX && vec.capacity() <= CONTROL_VEC_POOLED_BYTES_MAX
+        if self.vecs.len() < CONTROL_VECS_POOLED_MAX
+            && vec.capacity() <= CONTROL_VEC_POOLED_BYTES_MAX
         {
             vec.clear();
             self.vecs.push(vec);
@@ -90,8 +93,11 @@ pub(crate) struct OutQueue {
 impl OutQueue {
     /// Lets `write` append control bytes at the end of the stream.
     pub(crate) fn write_control(&mut self, pool: &mut VecPool, write: impl FnOnce(&mut Vec<u8>)) {
-        if let Some(OutChunk::Ready(Chunk { payload: Payload::Bytes(vec), end, .. })) =
-            self.chunks.back_mut()
+        if let Some(OutChunk::Ready(Chunk {
+            payload: Payload::Bytes(vec),
+            end,
+            ..
+        })) = self.chunks.back_mut()
         {
             let before = vec.len();
             write(vec);
@@ -107,13 +113,21 @@ impl OutQueue {
         }
         self.unsent_bytes += vec.len();
         let end = vec.len();
-        self.chunks.push_back(OutChunk::Ready(Chunk { payload: Payload::Bytes(vec), start: 0, end }));
+        self.chunks.push_back(OutChunk::Ready(Chunk {
+            payload: Payload::Bytes(vec),
+            start: 0,
+            end,
+        }));
     }
 
     /// Appends a block whose payload is already in memory.
     pub(crate) fn push_ready(&mut self, payload: Payload, len: usize) {
         self.unsent_bytes += len;
-        self.chunks.push_back(OutChunk::Ready(Chunk { payload, start: 0, end: len }));
+        self.chunks.push_back(OutChunk::Ready(Chunk {
+            payload,
+            start: 0,
+            end: len,
+        }));
     }
 
     /// Appends a block to be read from `spans`; returns its sequence number.
@@ -153,7 +167,11 @@ impl OutQueue {
             if let OutChunk::Pending(p) = chunk {
                 if p.seq == seq {
                     let len = p.len;
-                    *chunk = OutChunk::Ready(Chunk { payload: Payload::Block(buf), start: 0, end: len });
+                    *chunk = OutChunk::Ready(Chunk {
+                        payload: Payload::Block(buf),
+                        start: 0,
+                        end: len,
+                    });
                     return;
                 }
             }
@@ -221,7 +239,10 @@ impl OutQueue {
 
     /// Blocks waiting for a disk read or a buffer.
     pub(crate) fn pending_count(&self) -> usize {
-        self.chunks.iter().filter(|c| matches!(c, OutChunk::Pending(_))).count()
+        self.chunks
+            .iter()
+            .filter(|c| matches!(c, OutChunk::Pending(_)))
+            .count()
     }
 }
 

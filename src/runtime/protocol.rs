@@ -14,7 +14,7 @@ use super::buffers::{BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES};
 use super::shard::ShardCtx;
 
 /// Most file spans one block may cover. A 16 KiB block crosses a file boundary only when files
-/// are smaller than a block; 16 spans covers torrents of tiny files without allocating per block.
+/// are smaller than a block; 16 spans covers torrents of 1 KiB files.
 pub const BLOCK_SPANS_MAX: usize = 16;
 
 /// Identifies a connection within its shard. The generation makes a stale key (kept by the app
@@ -62,11 +62,17 @@ pub struct FileSpan {
     pub len: u32,
 }
 
-/// The file spans of one block, in order, without allocating.
+/// Spans stored inline; a block crosses at most one file boundary unless files are tiny, so
+/// more than this spills to the heap (rare) and the common case allocates nothing.
+const BLOCK_SPANS_INLINE: usize = 3;
+
+/// The file spans of one block, in order; allocation-free up to 3 spans.
 #[derive(Clone, Debug)]
 pub struct FileSpans {
     len: usize,
-    items: [FileSpan; BLOCK_SPANS_MAX],
+    inline: [FileSpan; BLOCK_SPANS_INLINE],
+    /// All spans, once there are more than fit inline.
+    spill: Vec<FileSpan>,
 }
 
 impl FileSpans {
@@ -79,7 +85,8 @@ impl FileSpans {
         };
         FileSpans {
             len: 0,
-            items: [empty; BLOCK_SPANS_MAX],
+            inline: [empty; BLOCK_SPANS_INLINE],
+            spill: Vec::new(),
         }
     }
 
@@ -93,16 +100,29 @@ impl FileSpans {
     /// Appends a span; fails past [`BLOCK_SPANS_MAX`].
     pub fn push(&mut self, span: FileSpan) -> Result<(), CloseReason> {
         if self.len == BLOCK_SPANS_MAX {
-            return Err(CloseReason::BadBlock("more than BLOCK_SPANS_MAX file spans"));
+            return Err(CloseReason::BadBlock(
+                "more than BLOCK_SPANS_MAX file spans",
+            ));
         }
-        self.items[self.len] = span;
+        if self.len < BLOCK_SPANS_INLINE {
+            self.inline[self.len] = span;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(span);
+        }
         self.len += 1;
         Ok(())
     }
 
     /// The spans pushed so far.
     pub fn as_slice(&self) -> &[FileSpan] {
-        &self.items[..self.len]
+        if self.len > BLOCK_SPANS_INLINE {
+            &self.spill
+        } else {
+            &self.inline[..self.len]
+        }
     }
 
     /// Sum of the span lengths.
@@ -148,7 +168,9 @@ impl BlockSend {
     pub(crate) fn validate(&self) -> Result<usize, CloseReason> {
         let len = self.payload_len();
         if len == 0 || len > BLOCK_BYTES_MAX {
-            return Err(CloseReason::BadBlock("block payload empty or over BLOCK_BYTES_MAX"));
+            return Err(CloseReason::BadBlock(
+                "block payload empty or over BLOCK_BYTES_MAX",
+            ));
         }
         Ok(len)
     }
@@ -269,4 +291,36 @@ pub trait ShardApp: 'static {
 
     /// A connection closed (or an outbound connect failed); its state is handed back.
     fn closed(&mut self, _key: ConnKey, _conn: Self::Conn, _reason: &CloseReason, _now: Instant) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_spill_past_inline_capacity_and_stop_at_the_bound() {
+        // Up to BLOCK_SPANS_MAX spans are kept in order; one more is refused.
+        let mut spans = FileSpans::new();
+        for i in 0..BLOCK_SPANS_MAX {
+            let span = FileSpan {
+                file: FileId(i as u32),
+                offset: i as u64,
+                len: 10,
+            };
+            spans.push(span).unwrap();
+        }
+        assert_eq!(spans.as_slice().len(), BLOCK_SPANS_MAX);
+        assert!(spans
+            .as_slice()
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.file == FileId(i as u32)));
+        assert_eq!(spans.total_len(), 10 * BLOCK_SPANS_MAX);
+        let extra = FileSpan {
+            file: FileId(0),
+            offset: 0,
+            len: 1,
+        };
+        assert!(spans.push(extra).is_err());
+    }
 }

@@ -164,7 +164,12 @@ impl<C: super::Connection> ShardCtx<'_, C> {
     /// [`on_connected`](super::Connection::on_connected) on success; a failure reaches
     /// [`ShardApp::closed`] with [`CloseReason::ConnectFailed`]. Returns the connection back if
     /// the shard is full.
-    pub fn connect(&mut self, peer: SocketAddr, local_ip: Option<IpAddr>, conn: C) -> Result<ConnKey, C> {
+    pub fn connect(
+        &mut self,
+        peer: SocketAddr,
+        local_ip: Option<IpAddr>,
+        conn: C,
+    ) -> Result<ConnKey, C> {
         let socket = listener::outbound_socket(peer, local_ip);
         let (fd, phase) = match socket {
             Ok(fd) => (Some(fd), Phase::Connecting),
@@ -184,7 +189,8 @@ impl<C: super::Connection> ShardCtx<'_, C> {
     /// Closes a connection; [`ShardApp::closed`] follows with `CloseReason::App(reason)`.
     pub fn close(&mut self, key: ConnKey, reason: &'static str) {
         if self.core.slot(key).is_some() {
-            self.core.close(key.index as usize, CloseReason::App(reason));
+            self.core
+                .close(key.index as usize, CloseReason::App(reason));
         }
     }
 
@@ -211,7 +217,11 @@ impl<C: super::Connection> ShardCtx<'_, C> {
 
     /// Addresses this shard listens on.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.core.listeners.iter().map(Listener::local_addr).collect()
+        self.core
+            .listeners
+            .iter()
+            .map(Listener::local_addr)
+            .collect()
     }
 }
 
@@ -234,12 +244,20 @@ pub(crate) struct Shard<A: ShardApp> {
 
 impl<A: ShardApp> Shard<A> {
     /// Registers listeners and the wake-up eventfd with the backend.
-    pub(crate) fn new(app: A, mut core: Core<A::Conn>, parts: ShardParts<A::Command>) -> std::io::Result<Shard<A>> {
+    pub(crate) fn new(
+        app: A,
+        mut core: Core<A::Conn>,
+        parts: ShardParts<A::Command>,
+    ) -> std::io::Result<Shard<A>> {
         let fds: Vec<_> = core.listeners.iter().map(Listener::raw_fd).collect();
         for (i, fd) in fds.into_iter().enumerate() {
-            core.backend.listen(Token(i as u64), fd).map_err(std::io::Error::other)?;
+            core.backend
+                .listen(Token(i as u64), fd)
+                .map_err(std::io::Error::other)?;
         }
-        core.backend.watch_wakeup(parts.wake.as_raw_fd()).map_err(std::io::Error::other)?;
+        core.backend
+            .watch_wakeup(parts.wake.as_raw_fd())
+            .map_err(std::io::Error::other)?;
         Ok(Shard {
             app,
             core,
@@ -253,14 +271,24 @@ impl<A: ShardApp> Shard<A> {
     pub(crate) fn run(mut self) -> std::io::Result<()> {
         self.core.now = self.parts.clock.now();
         let now = self.core.now;
-        self.app.start(&mut ShardCtx { core: &mut self.core }, now);
+        self.app.start(
+            &mut ShardCtx {
+                core: &mut self.core,
+            },
+            now,
+        );
         self.next_tick = self.core.now + self.app.tick_interval();
         while !self.parts.stop.load(Ordering::Acquire) {
             self.core.now = self.parts.clock.now();
             self.run_commands();
             if self.core.now >= self.next_tick {
                 let now = self.core.now;
-                self.app.tick(&mut ShardCtx { core: &mut self.core }, now);
+                self.app.tick(
+                    &mut ShardCtx {
+                        core: &mut self.core,
+                    },
+                    now,
+                );
                 self.next_tick = self.core.now + self.app.tick_interval();
             }
             self.core.fire_timers();
@@ -287,9 +315,17 @@ impl<A: ShardApp> Shard<A> {
 
     fn run_commands(&mut self) {
         for _ in 0..COMMANDS_PER_ITERATION {
-            let Ok(cmd) = self.parts.commands.try_recv() else { return };
+            let Ok(cmd) = self.parts.commands.try_recv() else {
+                return;
+            };
             let now = self.core.now;
-            self.app.command(cmd, &mut ShardCtx { core: &mut self.core }, now);
+            self.app.command(
+                cmd,
+                &mut ShardCtx {
+                    core: &mut self.core,
+                },
+                now,
+            );
         }
     }
 
@@ -298,8 +334,15 @@ impl<A: ShardApp> Shard<A> {
         for completion in completions.drain(..) {
             match completion {
                 Completion::Accepted { result: Ok(fd), .. } => self.accept(fd),
-                Completion::Accepted { result: Err(e), token } => {
-                    tracing::warn!(shard = self.core.shard_index, listener = token.0, "accept failed: {e}");
+                Completion::Accepted {
+                    result: Err(e),
+                    token,
+                } => {
+                    tracing::warn!(
+                        shard = self.core.shard_index,
+                        listener = token.0,
+                        "accept failed: {e}"
+                    );
                 }
                 Completion::Woken => {}
                 other => self.core.complete(other),
@@ -312,7 +355,10 @@ impl<A: ShardApp> Shard<A> {
         let peer = match listener::prepare_accepted(&fd) {
             Ok(peer) => peer,
             Err(e) => {
-                tracing::debug!(shard = self.core.shard_index, "accepted socket unusable: {e}");
+                tracing::debug!(
+                    shard = self.core.shard_index,
+                    "accepted socket unusable: {e}"
+                );
                 return;
             }
         };
@@ -320,7 +366,9 @@ impl<A: ShardApp> Shard<A> {
             self.core.stats.refused_full += 1;
             return;
         }
-        let Some(conn) = self.app.accept(peer, self.core.now) else { return };
+        let Some(conn) = self.app.accept(peer, self.core.now) else {
+            return;
+        };
         // Cannot fail: the slab has room (checked above) and nothing ran in between.
         if let Ok(key) = self.core.insert(conn, Some(fd), peer, Phase::Open) {
             self.core.stats.accepted += 1;
@@ -344,7 +392,10 @@ impl<A: ShardApp> Shard<A> {
         let deadline = self.parts.clock.now() + SHUTDOWN_DRAIN;
         while !self.core.slots.is_empty() && self.parts.clock.now() < deadline {
             if let Err(e) = self.core.backend.wait(&mut self.completions, HEARTBEAT) {
-                tracing::warn!(shard = self.core.shard_index, "wait failed during shutdown: {e}");
+                tracing::warn!(
+                    shard = self.core.shard_index,
+                    "wait failed during shutdown: {e}"
+                );
                 break;
             }
             self.handle_completions();

@@ -47,7 +47,10 @@ impl Timers {
             return;
         }
         let entries = std::mem::take(&mut self.heap).into_vec();
-        self.heap = entries.into_iter().filter(|Reverse((at, key))| is_armed(*key, *at)).collect();
+        self.heap = entries
+            .into_iter()
+            .filter(|Reverse((at, key))| is_armed(*key, *at))
+            .collect();
     }
 
     /// Entries in the heap, stale ones included.
@@ -76,9 +79,15 @@ mod tests {
         timers.arm(key(2), Instant::from_secs(2));
         assert_eq!(timers.next_deadline(), Some(Instant::from_secs(2)));
         assert_eq!(timers.pop_due(Instant::from_secs(1)), None);
-        assert_eq!(timers.pop_due(Instant::from_secs(3)), Some((Instant::from_secs(2), key(2))));
+        assert_eq!(
+            timers.pop_due(Instant::from_secs(3)),
+            Some((Instant::from_secs(2), key(2)))
+        );
         assert_eq!(timers.pop_due(Instant::from_secs(3)), None);
-        assert_eq!(timers.pop_due(Instant::from_secs(9)), Some((Instant::from_secs(5), key(1))));
+        assert_eq!(
+            timers.pop_due(Instant::from_secs(9)),
+            Some((Instant::from_secs(5), key(1)))
+        );
     }
 
     #[test]

@@ -80,7 +80,9 @@ impl EpollBackend {
         }
         if !self.fds[slot].registered {
             let interest = Interest::READABLE | Interest::WRITABLE;
-            self.poll.registry().register(&mut SourceFd(&fd), MioToken(slot), interest)?;
+            self.poll
+                .registry()
+                .register(&mut SourceFd(&fd), MioToken(slot), interest)?;
             let state = &mut self.fds[slot];
             state.registered = true;
             state.readable = true;
@@ -139,18 +141,25 @@ impl EpollBackend {
         for _ in 0..ACCEPTS_PER_WAIT {
             let flags = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
             // SAFETY: null address pointers are allowed; the result is a new fd or -1.
-            let res = unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) };
+            let res =
+                unsafe { libc::accept4(fd, std::ptr::null_mut(), std::ptr::null_mut(), flags) };
             if res >= 0 {
                 // SAFETY: accept4 returned a fresh descriptor nobody else owns.
                 let stream = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(res) };
-                out.push(Completion::Accepted { token, result: Ok(stream) });
+                out.push(Completion::Accepted {
+                    token,
+                    result: Ok(stream),
+                });
                 continue;
             }
             let err = io::Error::last_os_error();
             match err.kind() {
                 io::ErrorKind::WouldBlock => self.fds[fd as usize].readable = false,
                 io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted => continue,
-                _ => out.push(Completion::Accepted { token, result: Err(err) }),
+                _ => out.push(Completion::Accepted {
+                    token,
+                    result: Err(err),
+                }),
             }
             return;
         }
@@ -197,14 +206,20 @@ impl EpollBackend {
         let res = unsafe { libc::recv(fd, ptr.cast(), RECV_BUF_BYTES, 0) };
         let state = &mut self.fds[fd as usize];
         let result = if res > 0 {
-            Ok(Some(RecvBuf { id, len: res as usize }))
+            Ok(Some(RecvBuf {
+                id,
+                len: res as usize,
+            }))
         } else {
             self.recv_free.push(id);
             if res == 0 {
                 Ok(None)
             } else {
                 let err = io::Error::last_os_error();
-                if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) {
                     state.readable = err.kind() == io::ErrorKind::Interrupted;
                     return;
                 }
@@ -225,14 +240,21 @@ impl EpollBackend {
             Ok(res as usize)
         } else {
             let err = io::Error::last_os_error();
-            if matches!(err.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) {
                 state.writable = err.kind() == io::ErrorKind::Interrupted;
                 return;
             }
             Err(err)
         };
         let (token, batch) = state.send.take().expect("send pending");
-        out.push(Completion::Sent { token, batch, result });
+        out.push(Completion::Sent {
+            token,
+            batch,
+            result,
+        });
     }
 }
 
@@ -242,7 +264,13 @@ fn socket_error(fd: RawFd) -> io::Result<Option<io::Error>> {
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: value/len describe a valid c_int out-parameter.
     let res = unsafe {
-        libc::getsockopt(fd, libc::SOL_SOCKET, libc::SO_ERROR, (&mut value as *mut i32).cast(), &mut len)
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut value as *mut i32).cast(),
+            &mut len,
+        )
     };
     if res < 0 {
         return Err(io::Error::last_os_error());
@@ -256,7 +284,13 @@ fn is_connected(fd: RawFd) -> bool {
     let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
     // SAFETY: storage/len describe a valid buffer.
-    unsafe { libc::getpeername(fd, (&mut storage as *mut libc::sockaddr_storage).cast(), &mut len) == 0 }
+    unsafe {
+        libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) == 0
+    }
 }
 
 impl Backend for EpollBackend {
@@ -274,7 +308,11 @@ impl Backend for EpollBackend {
         let addr = socket2::SockAddr::from(addr);
         // SAFETY: addr points at a valid sockaddr of addr.len() bytes.
         let res = unsafe { libc::connect(fd, addr.as_ptr().cast(), addr.len()) };
-        let result = if res == 0 { Ok(()) } else { Err(io::Error::last_os_error()) };
+        let result = if res == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        };
         let state = self.state(fd)?;
         match result {
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
@@ -340,12 +378,19 @@ impl Backend for EpollBackend {
         read: FileRead,
         mut buf: PoolBuf,
     ) -> Result<(), (SubmitError, PoolBuf)> {
-        assert!(read.buf_offset + read.len <= buf.capacity(), "read past buffer end");
+        assert!(
+            read.buf_offset + read.len <= buf.capacity(),
+            "read past buffer end"
+        );
         let target = &mut buf.as_mut_slice()[read.buf_offset..read.buf_offset + read.len];
         let offset = read.offset as libc::off_t;
         // SAFETY: target is a valid writable slice of exactly `len` bytes.
         let res = unsafe { libc::pread(read.fd, target.as_mut_ptr().cast(), target.len(), offset) };
-        let result = if res < 0 { Err(io::Error::last_os_error()) } else { Ok(res as usize) };
+        let result = if res < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(res as usize)
+        };
         self.done.push(Completion::FileRead { token, buf, result });
         Ok(())
     }
@@ -356,13 +401,23 @@ impl Backend for EpollBackend {
         };
         let cancelled = || io::Error::from_raw_os_error(libc::ECANCELED);
         if let Some(token) = state.recv.take() {
-            self.done.push(Completion::Received { token, result: Err(cancelled()) });
+            self.done.push(Completion::Received {
+                token,
+                result: Err(cancelled()),
+            });
         }
         if let Some((token, batch)) = state.send.take() {
-            self.done.push(Completion::Sent { token, batch, result: Err(cancelled()) });
+            self.done.push(Completion::Sent {
+                token,
+                batch,
+                result: Err(cancelled()),
+            });
         }
         if let Some(token) = state.connect.take() {
-            self.done.push(Completion::Connected { token, result: Err(cancelled()) });
+            self.done.push(Completion::Connected {
+                token,
+                result: Err(cancelled()),
+            });
         }
         self.starved.retain(|&s| s != fd);
     }
@@ -399,7 +454,9 @@ impl Backend for EpollBackend {
         let mut woken = Vec::new();
         for event in self.events.iter() {
             let fd = event.token().0;
-            let Some(state) = self.fds.get_mut(fd) else { continue };
+            let Some(state) = self.fds.get_mut(fd) else {
+                continue;
+            };
             if event.is_readable() || event.is_read_closed() || event.is_error() {
                 state.readable = true;
             }

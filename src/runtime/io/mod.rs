@@ -45,7 +45,9 @@ impl std::str::FromStr for IoKind {
             "uring" | "io_uring" | "io-uring" => Ok(IoKind::Uring),
             "epoll" | "mio" => Ok(IoKind::Epoll),
             "auto" | "" => Ok(IoKind::Auto),
-            other => Err(format!("unknown I/O backend {other:?} (expected uring, epoll or auto)")),
+            other => Err(format!(
+                "unknown I/O backend {other:?} (expected uring, epoll or auto)"
+            )),
         }
     }
 }
@@ -233,8 +235,12 @@ pub(crate) trait Backend {
         batch: Box<SendBatch>,
     ) -> Result<(), (SubmitError, Box<SendBatch>)>;
     /// Reads `len` bytes at `offset` of file `fd` into `buf[buf_offset..]`.
-    fn read_file(&mut self, token: Token, read: FileRead, buf: PoolBuf)
-        -> Result<(), (SubmitError, PoolBuf)>;
+    fn read_file(
+        &mut self,
+        token: Token,
+        read: FileRead,
+        buf: PoolBuf,
+    ) -> Result<(), (SubmitError, PoolBuf)>;
     /// Asks every op on `fd` to finish soon (they complete with an error or what they had).
     fn cancel_fd(&mut self, fd: RawFd);
     /// Closes a socket none of whose ops are still in flight.
@@ -306,11 +312,21 @@ mod tests {
     fn env_var_chooses_backend_only_for_auto() {
         // RINGSEED_IO is the default for Auto; an explicit choice wins; garbage is an error.
         let never = || -> Result<(), String> { panic!("probe must not run") };
-        assert_eq!(resolve_kind(IoKind::Auto, Some("epoll"), never).unwrap().0, IoKind::Epoll);
-        assert_eq!(resolve_kind(IoKind::Auto, Some("uring"), never).unwrap().0, IoKind::Uring);
-        assert_eq!(resolve_kind(IoKind::Epoll, Some("uring"), never).unwrap().0, IoKind::Epoll);
+        assert_eq!(
+            resolve_kind(IoKind::Auto, Some("epoll"), never).unwrap().0,
+            IoKind::Epoll
+        );
+        assert_eq!(
+            resolve_kind(IoKind::Auto, Some("uring"), never).unwrap().0,
+            IoKind::Uring
+        );
+        assert_eq!(
+            resolve_kind(IoKind::Epoll, Some("uring"), never).unwrap().0,
+            IoKind::Epoll
+        );
         assert!(resolve_kind(IoKind::Auto, Some("kqueue"), never).is_err());
-        let (kind, why) = resolve_kind(IoKind::Auto, Some("auto"), || Err("ENOSYS".into())).unwrap();
+        let (kind, why) =
+            resolve_kind(IoKind::Auto, Some("auto"), || Err("ENOSYS".into())).unwrap();
         assert_eq!(kind, IoKind::Epoll);
         assert_eq!(why.as_deref(), Some("ENOSYS"));
     }

@@ -64,12 +64,30 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
 
 /// What an in-flight op owns until its final CQE.
 enum Op {
-    Accept { token: Token, fd: RawFd, multishot: bool },
-    Connect { token: Token, _addr: Box<socket2::SockAddr> },
-    Recv { token: Token, fd: RawFd },
-    Send { token: Token, batch: Box<SendBatch> },
-    Read { token: Token, buf: PoolBuf },
-    Wake { fd: RawFd },
+    Accept {
+        token: Token,
+        fd: RawFd,
+        multishot: bool,
+    },
+    Connect {
+        token: Token,
+        _addr: Box<socket2::SockAddr>,
+    },
+    Recv {
+        token: Token,
+        fd: RawFd,
+    },
+    Send {
+        token: Token,
+        batch: Box<SendBatch>,
+    },
+    Read {
+        token: Token,
+        buf: PoolBuf,
+    },
+    Wake {
+        fd: RawFd,
+    },
 }
 
 /// The io_uring backend of one shard.
@@ -103,7 +121,9 @@ pub(crate) fn probe() -> Result<(), String> {
         .map_err(|e| format!("io_uring opcode probe failed: {e}"))?;
     for (code, name) in REQUIRED_OPCODES {
         if !probe.is_supported(*code) {
-            return Err(format!("io_uring opcode IORING_OP_{name} not supported by this kernel"));
+            return Err(format!(
+                "io_uring opcode IORING_OP_{name} not supported by this kernel"
+            ));
         }
     }
     Ok(())
@@ -169,7 +189,11 @@ impl UringBackend {
         // SAFETY: the region outlives the ring (invariant 4/5).
         unsafe { self.push(&sqe)? };
         self.ring.submit_and_wait(1)?;
-        let cqe = self.ring.completion().next().expect("provide buffers completion");
+        let cqe = self
+            .ring
+            .completion()
+            .next()
+            .expect("provide buffers completion");
         cqe_result(cqe.result()).map(drop)
     }
 
@@ -202,22 +226,31 @@ impl UringBackend {
 
     fn accept_sqe(fd: RawFd, index: usize, multishot: bool) -> squeue::Entry {
         let sqe = if multishot {
-            opcode::AcceptMulti::new(Fd(fd)).flags(libc::SOCK_CLOEXEC).build()
+            opcode::AcceptMulti::new(Fd(fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
         } else {
-            opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut()).flags(libc::SOCK_CLOEXEC).build()
+            opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
         };
         sqe.user_data(index as u64)
     }
 
     fn wake_sqe(&mut self, fd: RawFd, index: usize) -> squeue::Entry {
-        opcode::Read::new(Fd(fd), self.wake_buf.as_mut_ptr(), 8).build().user_data(index as u64)
+        opcode::Read::new(Fd(fd), self.wake_buf.as_mut_ptr(), 8)
+            .build()
+            .user_data(index as u64)
     }
 
     /// Turns one CQE into completions, re-arming multishot-style ops.
     fn complete(&mut self, user_data: u64, res: i32, flags: u32, out: &mut Vec<Completion>) {
         if user_data == UD_INTERNAL {
             if res < 0 && res != -libc::ENOENT && res != -libc::EALREADY {
-                tracing::debug!("io_uring internal op failed: {}", io::Error::from_raw_os_error(-res));
+                tracing::debug!(
+                    "io_uring internal op failed: {}",
+                    io::Error::from_raw_os_error(-res)
+                );
             }
             return;
         }
@@ -282,12 +315,22 @@ impl UringBackend {
             Op::Wake { .. } => {
                 tracing::debug!("io_uring: wake-up read ended: {:?}", cqe_result(res).err());
             }
-            Op::Accept { .. } => unreachable!("accept handled by complete_accept"),
+            Op::Accept { .. } => {
+                if res >= 0 {
+                    // SAFETY: an accept CQE's result is a fresh descriptor only we own.
+                    drop(unsafe { OwnedFd::from_raw_fd(res) });
+                }
+            }
         }
     }
 
     fn complete_accept(&mut self, index: usize, res: i32, flags: u32, out: &mut Vec<Completion>) {
-        let Some(Op::Accept { token, fd, multishot }) = self.ops.get_mut(index) else {
+        let Some(Op::Accept {
+            token,
+            fd,
+            multishot,
+        }) = self.ops.get_mut(index)
+        else {
             return;
         };
         let (token, fd) = (*token, *fd);
@@ -311,7 +354,13 @@ impl UringBackend {
             });
         }
         if !cqueue::more(flags) {
-            let multishot = matches!(self.ops.get(index), Some(Op::Accept { multishot: true, .. }));
+            let multishot = matches!(
+                self.ops.get(index),
+                Some(Op::Accept {
+                    multishot: true,
+                    ..
+                })
+            );
             let sqe = Self::accept_sqe(fd, index, multishot);
             // SAFETY: accept SQEs point at no memory.
             if let Err(e) = unsafe { self.push(&sqe) } {
@@ -322,7 +371,10 @@ impl UringBackend {
 
     /// Gives receive buffer `id` back to the kernel and feeds one starved receive.
     fn recycle_id(&mut self, id: u16) {
-        assert!(usize::from(id) < self.recv_region.count(), "bad receive buffer id {id}");
+        assert!(
+            usize::from(id) < self.recv_region.count(),
+            "bad receive buffer id {id}"
+        );
         let sqe = opcode::ProvideBuffers::new(
             self.recv_region.buf_ptr(usize::from(id)),
             RECV_BUF_BYTES as i32,
@@ -365,7 +417,11 @@ impl Backend for UringBackend {
 
     fn listen(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError> {
         let index = self
-            .insert(Op::Accept { token, fd, multishot: true })
+            .insert(Op::Accept {
+                token,
+                fd,
+                multishot: true,
+            })
             .map_err(|(e, _)| e)?;
         let sqe = Self::accept_sqe(fd, index, true);
         // SAFETY: accept SQEs point at no memory.
@@ -378,8 +434,12 @@ impl Backend for UringBackend {
     fn connect(&mut self, token: Token, fd: RawFd, addr: SocketAddr) -> Result<(), SubmitError> {
         let addr = Box::new(socket2::SockAddr::from(addr));
         let (ptr, len) = (addr.as_ptr().cast::<libc::sockaddr>(), addr.len());
-        let index = self.insert(Op::Connect { token, _addr: addr }).map_err(|(e, _)| e)?;
-        let sqe = opcode::Connect::new(Fd(fd), ptr, len).build().user_data(index as u64);
+        let index = self
+            .insert(Op::Connect { token, _addr: addr })
+            .map_err(|(e, _)| e)?;
+        let sqe = opcode::Connect::new(Fd(fd), ptr, len)
+            .build()
+            .user_data(index as u64);
         // SAFETY: the boxed address is owned by op `index` until its CQE (invariants 1-3).
         unsafe { self.push(&sqe) }.map_err(|e| {
             self.ops.remove(index);
@@ -440,14 +500,21 @@ impl Backend for UringBackend {
         read: FileRead,
         mut buf: PoolBuf,
     ) -> Result<(), (SubmitError, PoolBuf)> {
-        assert!(read.buf_offset + read.len <= buf.capacity(), "read past buffer end");
+        assert!(
+            read.buf_offset + read.len <= buf.capacity(),
+            "read past buffer end"
+        );
         // SAFETY: in bounds per the assertion.
         let ptr = unsafe { buf.as_mut_ptr().add(read.buf_offset) };
         let len = read.len as u32;
         let sqe = if self.fixed_reads {
-            opcode::ReadFixed::new(Fd(read.fd), ptr, len, 0).offset(read.offset).build()
+            opcode::ReadFixed::new(Fd(read.fd), ptr, len, 0)
+                .offset(read.offset)
+                .build()
         } else {
-            opcode::Read::new(Fd(read.fd), ptr, len).offset(read.offset).build()
+            opcode::Read::new(Fd(read.fd), ptr, len)
+                .offset(read.offset)
+                .build()
         };
         let index = match self.insert(Op::Read { token, buf }) {
             Ok(index) => index,
@@ -507,12 +574,20 @@ impl Backend for UringBackend {
 
     fn wait(&mut self, out: &mut Vec<Completion>, timeout: Duration) -> io::Result<()> {
         out.append(&mut self.synthetic);
-        let want = if out.is_empty() && !timeout.is_zero() { 1 } else { 0 };
+        let want = if out.is_empty() && !timeout.is_zero() {
+            1
+        } else {
+            0
+        };
         let ts = Timespec::from(timeout);
         let args = SubmitArgs::new().timespec(&ts);
         match self.ring.submitter().submit_with_args(want, &args) {
             Ok(_) => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME | libc::EINTR | libc::EBUSY)) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) => {}
             Err(e) => return Err(e),
         }
         self.reap();
@@ -530,7 +605,9 @@ impl Drop for UringBackend {
         if self.ops.is_empty() {
             return;
         }
-        let sqe = opcode::AsyncCancel2::new(CancelBuilder::any()).build().user_data(UD_INTERNAL);
+        let sqe = opcode::AsyncCancel2::new(CancelBuilder::any())
+            .build()
+            .user_data(UD_INTERNAL);
         // SAFETY: a cancel SQE points at no memory.
         let _ = unsafe { self.push(&sqe) };
         let deadline = StdInstant::now() + DRAIN_TIMEOUT;
@@ -548,6 +625,11 @@ impl Drop for UringBackend {
                 }
                 if matches!(self.ops[index], Op::Recv { .. }) && res == -libc::ENOBUFS {
                     self.ops.remove(index);
+                } else if matches!(self.ops[index], Op::Accept { .. }) && cqueue::more(flags) {
+                    if res >= 0 {
+                        // SAFETY: an accept CQE's result is a fresh descriptor only we own.
+                        drop(unsafe { OwnedFd::from_raw_fd(res) });
+                    }
                 } else if !(cqueue::more(flags)) {
                     let op = self.ops.remove(index);
                     Self::finish(op, res, flags, &mut sink, &mut |_| {});
