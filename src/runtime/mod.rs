@@ -168,11 +168,7 @@ where
     F: Fn(usize) -> A + Send + Sync + 'static,
 {
     let env = std::env::var(IO_ENV_VAR).ok();
-    let (io, why) = io::resolve_kind(config.io, env.as_deref(), io::probe_uring)
-        .map_err(RuntimeError::BadIoKind)?;
-    if let Some(why) = why {
-        tracing::warn!("io_uring unavailable, using the epoll backend: {why}");
-    }
+    let io = select_io(config.io, env.as_deref(), io::probe_uring)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let count = if config.shards == 0 {
         cores
@@ -248,6 +244,19 @@ where
         }
     }
     Ok(runtime)
+}
+
+/// Resolves the backend once for all shards, logging exactly one warning when Auto falls back.
+fn select_io(
+    requested: IoKind,
+    env: Option<&str>,
+    probe: impl FnOnce() -> Result<(), String>,
+) -> Result<IoKind, RuntimeError> {
+    let (io, why) = io::resolve_kind(requested, env, probe).map_err(RuntimeError::BadIoKind)?;
+    if let Some(why) = why {
+        tracing::warn!("io_uring unavailable, using the epoll backend: {why}");
+    }
+    Ok(io)
 }
 
 type Ready = mpsc::Sender<Result<(), (usize, std::io::Error)>>;
@@ -443,5 +452,74 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         format!("panicked: {s}")
     } else {
         "panicked".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn auto_fallback_logs_exactly_one_warning_with_the_reason() {
+        // A failing probe (as under Docker's seccomp profile) yields epoll and one warn line.
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .finish();
+        let eperm = || Err("io_uring_setup failed: Operation not permitted (EPERM)".to_string());
+        let io = tracing::subscriber::with_default(subscriber, || {
+            select_io(IoKind::Auto, None, eperm).unwrap()
+        });
+        assert_eq!(io, IoKind::Epoll);
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN")).collect();
+        assert_eq!(warnings.len(), 1, "{text}");
+        assert!(warnings[0].contains("EPERM") && warnings[0].contains("epoll"));
+    }
+
+    #[test]
+    fn explicit_or_working_choice_logs_nothing() {
+        // No warning when io_uring works or the caller chose a backend.
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            assert_eq!(
+                select_io(IoKind::Auto, None, || Ok(())).unwrap(),
+                IoKind::Uring
+            );
+            assert_eq!(
+                select_io(IoKind::Epoll, None, || Err("x".into())).unwrap(),
+                IoKind::Epoll
+            );
+            assert!(select_io(IoKind::Auto, Some("bogus"), || Ok(())).is_err());
+        });
+        assert!(captured.0.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn forced_uring_that_cannot_start_is_an_error_not_a_fallback() {
+        // Asking for io_uring explicitly never silently runs epoll (probe not consulted).
+        let io = select_io(IoKind::Uring, Some("epoll"), || Err("EPERM".into())).unwrap();
+        assert_eq!(io, IoKind::Uring);
     }
 }

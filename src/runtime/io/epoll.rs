@@ -52,6 +52,8 @@ pub(crate) struct EpollBackend {
     block_pool: BufferPool,
     /// Completions produced at submission (file reads, cancels), reported at the next wait.
     done: Vec<Completion>,
+    /// Scratch list of descriptors with events, kept to avoid allocating per wait.
+    woken: Vec<RawFd>,
 }
 
 impl EpollBackend {
@@ -68,6 +70,7 @@ impl EpollBackend {
             starved: Vec::new(),
             block_pool: BufferPool::new(BLOCK_BYTES_MAX, cfg.block_bufs),
             done: Vec::new(),
+            woken: Vec::with_capacity(EVENTS_PER_WAIT),
         })
     }
 
@@ -451,7 +454,7 @@ impl Backend for EpollBackend {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        let mut woken = Vec::new();
+        let mut woken = std::mem::take(&mut self.woken);
         for event in self.events.iter() {
             let fd = event.token().0;
             let Some(state) = self.fds.get_mut(fd) else {
@@ -465,9 +468,10 @@ impl Backend for EpollBackend {
             }
             woken.push(fd as RawFd);
         }
-        for fd in woken {
+        for fd in woken.drain(..) {
             self.mark_ready(fd);
         }
+        self.woken = woken;
         self.run_ready(out);
         Ok(())
     }
