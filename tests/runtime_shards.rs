@@ -71,6 +71,7 @@ fn fixture() -> Fixture {
 enum Reply {
     Echo(Vec<u8>),
     Block { offset: u32, len: u32 },
+    Memory { offset: u32, len: u32 },
 }
 
 struct ServerConn {
@@ -78,6 +79,8 @@ struct ServerConn {
     replies: VecDeque<Reply>,
     shared: Arc<Shared>,
     idle_deadline: Option<Instant>,
+    ticks: u32,
+    ticks_seen: u32,
 }
 
 impl Connection for ServerConn {
@@ -93,6 +96,12 @@ impl Connection for ServerConn {
                 self.replies.push_back(Reply::Block { offset, len });
                 Ok(9)
             }
+            Some(b'M') if bytes.len() >= 9 => {
+                let offset = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+                let len = u32::from_be_bytes(bytes[5..9].try_into().unwrap());
+                self.replies.push_back(Reply::Memory { offset, len });
+                Ok(9)
+            }
             Some(b'E') if bytes.len() >= 2 && bytes.len() >= 2 + bytes[1] as usize => {
                 let n = bytes[1] as usize;
                 self.replies
@@ -100,7 +109,7 @@ impl Connection for ServerConn {
                 Ok(2 + n)
             }
             Some(b'Q') => Err(CloseReason::Protocol("client asked to quit".into())),
-            Some(b'R' | b'E') => Ok(0), // incomplete
+            Some(b'R' | b'E' | b'M') => Ok(0), // incomplete
             Some(other) => Err(CloseReason::Protocol(
                 format!("bad request byte {other}").into(),
             )),
@@ -108,6 +117,10 @@ impl Connection for ServerConn {
     }
 
     fn write_control(&mut self, out: &mut Vec<u8>) {
+        if self.ticks_seen != self.ticks {
+            self.ticks_seen = self.ticks;
+            out.extend_from_slice(b"T\x00");
+        }
         while let Some(Reply::Echo(_)) = self.replies.front() {
             let Some(Reply::Echo(bytes)) = self.replies.pop_front() else {
                 unreachable!()
@@ -119,10 +132,11 @@ impl Connection for ServerConn {
     }
 
     fn poll_block(&mut self) -> Option<BlockSend> {
-        let Some(Reply::Block { offset, len }) = self.replies.front() else {
-            return None;
+        let (offset, len, memory) = match self.replies.front() {
+            Some(Reply::Block { offset, len }) => (*offset, *len, false),
+            Some(Reply::Memory { offset, len }) => (*offset, *len, true),
+            _ => return None,
         };
-        let (offset, len) = (*offset, *len);
         self.replies.pop_front();
         self.shared.blocks_polled.fetch_add(1, Ordering::Relaxed);
         let mut header = [0u8; BLOCK_HEADER_BYTES];
@@ -130,6 +144,15 @@ impl Connection for ServerConn {
         header[4] = 7;
         header[5..9].copy_from_slice(&offset.to_be_bytes());
         header[9..13].copy_from_slice(&len.to_be_bytes());
+        if memory {
+            let bytes: Vec<u8> = (offset as usize..(offset + len) as usize)
+                .map(pattern)
+                .collect();
+            return Some(BlockSend {
+                header,
+                source: BlockSource::Memory(bytes.into()),
+            });
+        }
         let mut spans = FileSpans::new();
         let (start, end) = (offset as usize, offset as usize + len as usize);
         for (f, file) in self.files.iter().enumerate() {
@@ -166,6 +189,8 @@ struct ServerApp {
     files: Option<[FileId; 2]>,
     shared: Arc<Shared>,
     idle: Option<Duration>,
+    /// Tick touches every connection, which then writes `T 0` (a choker-like broadcast).
+    tick_broadcast: bool,
 }
 
 enum Cmd {
@@ -191,6 +216,9 @@ impl ShardApp for ServerApp {
         self.shared
             .unsent_high
             .fetch_max(ctx.stats().unsent_bytes_high, Ordering::Relaxed);
+        if self.tick_broadcast {
+            ctx.for_each_mut(|_, conn| conn.ticks += 1);
+        }
     }
 
     fn tick_interval(&self) -> Duration {
@@ -224,6 +252,8 @@ impl ServerApp {
             replies: VecDeque::new(),
             shared: Arc::clone(&self.shared),
             idle_deadline: self.idle.map(|d| now + d),
+            ticks: 0,
+            ticks_seen: 0,
         }
     }
 }
@@ -235,7 +265,7 @@ struct Server {
 }
 
 fn start_server(io: IoKind, shards: usize, limits: ShardLimits, idle: Option<Duration>) -> Server {
-    start_server_on(io, shards, limits, idle, "127.0.0.1:0")
+    start_server_on(io, shards, limits, idle, "127.0.0.1:0", false)
 }
 
 fn start_server_on(
@@ -244,6 +274,7 @@ fn start_server_on(
     limits: ShardLimits,
     idle: Option<Duration>,
     addr: &str,
+    tick_broadcast: bool,
 ) -> Server {
     let fixture = fixture();
     let shared = Arc::new(Shared::default());
@@ -263,6 +294,7 @@ fn start_server_on(
         files: None,
         shared: Arc::clone(&app_shared),
         idle,
+        tick_broadcast,
     })
     .expect("shards start");
     Server {
@@ -574,7 +606,7 @@ fn ipv6_loopback_listener_serves() {
         return;
     }
     for io in backends() {
-        let server = start_server_on(io, 1, ShardLimits::default(), None, "[::1]:0");
+        let server = start_server_on(io, 1, ShardLimits::default(), None, "[::1]:0", false);
         let mut client = connect(server.runtime.local_addrs()[0]);
         request(&mut client, 5, 500);
         expect_block(&mut client, 5, 500);
@@ -647,6 +679,42 @@ fn forced_backends_report_their_kind() {
             Ok("uring") => assert_eq!(kind, IoKind::Uring),
             Ok("epoll") => assert_eq!(kind, IoKind::Epoll),
             _ => {}
+        }
+        server.runtime.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn memory_blocks_are_sent_without_disk_reads() {
+    // A block handed over as bytes in memory (a piece-cache hit) arrives like a file block.
+    for io in backends() {
+        let server = start_server(io, 1, ShardLimits::default(), None);
+        let mut client = connect(server.runtime.local_addrs()[0]);
+        let mut msg = vec![b'M'];
+        msg.extend_from_slice(&3000u32.to_be_bytes());
+        msg.extend_from_slice(&16384u32.to_be_bytes());
+        client.write_all(&msg).unwrap();
+        request(&mut client, 50, 70);
+        expect_block(&mut client, 3000, 16384);
+        expect_block(&mut client, 50, 70);
+        server.runtime.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn tick_touching_all_connections_makes_them_send() {
+    // A periodic tick that changes every connection (as the choker does) gets their output
+    // flushed without any input from the peers.
+    for io in backends() {
+        let server = start_server_on(io, 1, ShardLimits::default(), None, "127.0.0.1:0", true);
+        let addr = server.runtime.local_addrs()[0];
+        let mut clients: Vec<TcpStream> = (0..5).map(|_| connect(addr)).collect();
+        for client in &mut clients {
+            for _ in 0..3 {
+                let mut got = [0u8; 2];
+                client.read_exact(&mut got).unwrap();
+                assert_eq!(&got, b"T\x00");
+            }
         }
         server.runtime.shutdown().unwrap();
     }

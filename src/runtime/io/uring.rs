@@ -142,11 +142,18 @@ impl UringBackend {
     /// Sets up the ring, provides the receive buffers and registers the block pool.
     pub(crate) fn new(cfg: BackendConfig) -> io::Result<UringBackend> {
         assert!(cfg.recv_bufs > 0 && cfg.recv_bufs <= usize::from(u16::MAX));
+        // SINGLE_ISSUER and COOP_TASKRUN (5.19+/6.0+) save work per completion; older kernels
+        // reject them with EINVAL, so retry with only the CQ size.
         let ring: IoUring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_single_issuer()
             .setup_coop_taskrun()
             .build(SQ_ENTRIES)
+            .or_else(|_| {
+                IoUring::builder()
+                    .setup_cqsize(CQ_ENTRIES)
+                    .build(SQ_ENTRIES)
+            })
             .map_err(|e| io::Error::new(e.kind(), describe_setup_error(&e)))?;
         let block_pool = BufferPool::new(BLOCK_BYTES_MAX, cfg.block_bufs);
         let (base, len) = block_pool.raw_region();
