@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use super::buffers::{BufferPool, PoolBuf};
 
+#[cfg(test)]
+mod backend_tests;
 pub(crate) mod epoll;
 pub(crate) mod uring;
 
