@@ -44,6 +44,7 @@ struct Shared {
     unsent_high: AtomicUsize,
     out_bytes_max: AtomicUsize,
     reasons: Mutex<Vec<String>>,
+    notes: Mutex<Vec<usize>>,
 }
 
 struct Fixture {
@@ -191,11 +192,16 @@ struct ServerApp {
     idle: Option<Duration>,
     /// Tick touches every connection, which then writes `T 0` (a choker-like broadcast).
     tick_broadcast: bool,
+    mailboxes: Mailboxes<Cmd>,
 }
 
 enum Cmd {
     Panic,
     Connect(SocketAddr, Option<IpAddr>),
+    /// Forward a `Note` to shard `.0` through the mailboxes.
+    Forward(usize),
+    /// Record which shard handled this.
+    Note,
 }
 
 impl ShardApp for ServerApp {
@@ -228,6 +234,8 @@ impl ShardApp for ServerApp {
     fn command(&mut self, cmd: Cmd, ctx: &mut ShardCtx<'_, ServerConn>, now: Instant) {
         match cmd {
             Cmd::Panic => panic!("boom requested by test"),
+            Cmd::Forward(to) => self.mailboxes.send(to, Cmd::Note).unwrap(),
+            Cmd::Note => self.shared.notes.lock().unwrap().push(ctx.shard_index()),
             Cmd::Connect(addr, local) => {
                 let mut conn = self.conn(now);
                 conn.replies
@@ -289,12 +297,13 @@ fn start_server_on(
         limits,
     };
     let (paths, app_shared) = (Arc::clone(&fixture.paths), Arc::clone(&shared));
-    let runtime = spawn_shards(config, move |_| ServerApp {
+    let runtime = spawn_shards(config, move |info: ShardInfo<Cmd>| ServerApp {
         paths: Arc::clone(&paths),
         files: None,
         shared: Arc::clone(&app_shared),
         idle,
         tick_broadcast,
+        mailboxes: info.mailboxes,
     })
     .expect("shards start");
     Server {
@@ -716,6 +725,24 @@ fn tick_touching_all_connections_makes_them_send() {
                 assert_eq!(&got, b"T\x00");
             }
         }
+        server.runtime.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn shards_message_each_other_through_mailboxes() {
+    // A command sent to shard 0 is forwarded to shard 1 and handled there, without locks.
+    for io in backends() {
+        let server = start_server(io, 2, ShardLimits::default(), None);
+        server.runtime.send(0, Cmd::Forward(1)).unwrap();
+        server.runtime.mailboxes().send(1, Cmd::Forward(0)).unwrap();
+        wait_until("notes", IO_TIMEOUT, || {
+            server.shared.notes.lock().unwrap().len() == 2
+        });
+        let mut notes = server.shared.notes.lock().unwrap().clone();
+        notes.sort();
+        assert_eq!(notes, vec![0, 1]);
+        assert!(server.runtime.send(5, Cmd::Note).is_err());
         server.runtime.shutdown().unwrap();
     }
 }

@@ -9,15 +9,15 @@ mod buffers;
 mod core;
 mod io;
 mod listener;
+mod mailbox;
 mod outq;
 mod protocol;
 mod shard;
 mod timers;
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -25,6 +25,7 @@ use std::time::Duration;
 pub use buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV_BUF_BYTES};
 pub use io::{probe_uring, IoKind, IO_ENV_VAR, SEND_BYTES_MAX, SEND_IOVECS_MAX};
 pub use listener::{Listener, LISTEN_BACKLOG};
+pub use mailbox::{Mailboxes, COMMANDS_QUEUED_MAX};
 pub use protocol::{
     BlockSend, BlockSource, CloseReason, ConnKey, Connection, FileId, FileSpan, FileSpans,
     ShardApp, BLOCK_SPANS_MAX,
@@ -32,9 +33,6 @@ pub use protocol::{
 pub use shard::{ShardCtx, ShardLimits, ShardStats, HEARTBEAT};
 
 use crate::time::Clock;
-
-/// Commands queued per shard before [`Runtime::send`] reports the queue full.
-pub const COMMANDS_QUEUED_MAX: usize = 1024;
 
 /// How often [`Runtime::supervise`] checks the shards' join handles.
 const SUPERVISE_INTERVAL: Duration = Duration::from_millis(100);
@@ -122,22 +120,25 @@ pub enum RuntimeError {
     },
 }
 
-struct ShardHandle<Cmd> {
-    thread: Option<JoinHandle<std::io::Result<()>>>,
-    commands: SyncSender<Cmd>,
-    wake: Arc<OwnedFd>,
+/// What `make_app` gets to build one shard's application.
+pub struct ShardInfo<Cmd> {
+    /// This shard's index (0-based).
+    pub index: usize,
+    /// Every shard's command queue, for cross-shard messages (this one's included).
+    pub mailboxes: Mailboxes<Cmd>,
 }
 
 /// Running shards. Dropping it stops them (like [`Runtime::shutdown`], ignoring errors).
 pub struct Runtime<Cmd> {
-    shards: Vec<ShardHandle<Cmd>>,
+    threads: Vec<Option<JoinHandle<std::io::Result<()>>>>,
+    mailboxes: Mailboxes<Cmd>,
     stop: Arc<AtomicBool>,
     io: IoKind,
     local_addrs: Vec<SocketAddr>,
 }
 
-/// Starts `config.shards` shard threads, each running the app built by `make_app(shard_index)`
-/// on its own backend and listeners. Returns once every shard has set up its backend, so a
+/// Starts `config.shards` shard threads, each running the app built by `make_app(info)` (on the
+/// shard's own thread) with its own backend and listeners. Returns once every shard has set up its backend, so a
 /// forced-but-unavailable io_uring is reported here.
 ///
 /// ```no_run
@@ -165,7 +166,8 @@ pub fn spawn_shards<A, F>(
 ) -> Result<Runtime<A::Command>, RuntimeError>
 where
     A: ShardApp,
-    F: Fn(usize) -> A + Send + Sync + 'static,
+    A::Command: Send,
+    F: Fn(ShardInfo<A::Command>) -> A + Send + Sync + 'static,
 {
     let env = std::env::var(IO_ENV_VAR).ok();
     let io = select_io(config.io, env.as_deref(), io::probe_uring)?;
@@ -183,23 +185,24 @@ where
     let stop = Arc::new(AtomicBool::new(false));
     let clock = Clock::new();
     let (ready_tx, ready_rx) = mpsc::channel();
+    let (mailboxes, inboxes) =
+        mailbox::mailboxes(count).map_err(|source| RuntimeError::Spawn { shard: 0, source })?;
     let mut runtime = Runtime {
-        shards: Vec::new(),
+        threads: Vec::new(),
+        mailboxes: mailboxes.clone(),
         stop: Arc::clone(&stop),
         io,
         local_addrs,
     };
-    for (index, shard_listeners) in listeners.drain(..).enumerate() {
-        let wake = Arc::new(eventfd().map_err(|source| RuntimeError::Spawn {
-            shard: index,
-            source,
-        })?);
-        let (cmd_tx, cmd_rx) = mpsc::sync_channel(COMMANDS_QUEUED_MAX);
+    for (index, (shard_listeners, inbox)) in listeners.drain(..).zip(inboxes).enumerate() {
         let parts = shard::ShardParts {
             stop: Arc::clone(&stop),
-            commands: cmd_rx,
-            wake: Arc::clone(&wake),
+            inbox,
             clock,
+        };
+        let info = ShardInfo {
+            index,
+            mailboxes: mailboxes.clone(),
         };
         let make_app = Arc::clone(&make_app);
         let ready_tx = ready_tx.clone();
@@ -210,25 +213,20 @@ where
                 if pin {
                     pin_to_core(index % cores);
                 }
-                run_shard(
+                let setup = ShardSetup {
                     index,
                     io,
                     limits,
-                    shard_listeners,
+                    listeners: shard_listeners,
                     parts,
-                    &*make_app,
-                    ready_tx,
-                )
+                };
+                run_shard(setup, info, &*make_app, ready_tx)
             })
             .map_err(|source| RuntimeError::Spawn {
                 shard: index,
                 source,
             })?;
-        runtime.shards.push(ShardHandle {
-            thread: Some(thread),
-            commands: cmd_tx,
-            wake,
-        });
+        runtime.threads.push(Some(thread));
     }
     drop(ready_tx);
     for _ in 0..count {
@@ -261,15 +259,28 @@ fn select_io(
 
 type Ready = mpsc::Sender<Result<(), (usize, std::io::Error)>>;
 
-fn run_shard<A: ShardApp>(
+/// What a shard thread is started with, besides its application.
+struct ShardSetup<Cmd> {
     index: usize,
     io: IoKind,
     limits: ShardLimits,
     listeners: Vec<Listener>,
-    parts: shard::ShardParts<A::Command>,
-    make_app: &(dyn Fn(usize) -> A + Send + Sync),
+    parts: shard::ShardParts<Cmd>,
+}
+
+fn run_shard<A: ShardApp>(
+    setup: ShardSetup<A::Command>,
+    info: ShardInfo<A::Command>,
+    make_app: &(dyn Fn(ShardInfo<A::Command>) -> A + Send + Sync),
     ready: Ready,
 ) -> std::io::Result<()> {
+    let ShardSetup {
+        index,
+        io,
+        limits,
+        listeners,
+        parts,
+    } = setup;
     let backend_config = io::BackendConfig {
         recv_bufs: limits.recv_bufs,
         block_bufs: limits.block_bufs,
@@ -277,7 +288,7 @@ fn run_shard<A: ShardApp>(
     };
     let built = io::build(io, backend_config).and_then(|backend| {
         let core = core::Core::new(index, backend, limits, listeners);
-        shard::Shard::new(make_app(index), core, parts)
+        shard::Shard::new(make_app(info), core, parts)
     });
     let shard = match built {
         Ok(shard) => {
@@ -313,22 +324,6 @@ fn bind_listeners(addrs: &[SocketAddr], count: usize) -> Result<Vec<Vec<Listener
     Ok(all)
 }
 
-fn eventfd() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain syscall; a non-negative result is a new descriptor we own.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is fresh and owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-fn wake(fd: &OwnedFd) {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a local u64 to an eventfd.
-    let _ = unsafe { libc::write(fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
-}
-
 /// Pins the calling thread to `core`; failure (e.g. a restricted cpuset) is only logged.
 fn pin_to_core(core: usize) {
     // SAFETY: cpu_set_t is plain data; CPU_SET stays in bounds for core < CPU_SETSIZE.
@@ -359,31 +354,24 @@ impl<Cmd: Send + 'static> Runtime<Cmd> {
 
     /// Number of shards.
     pub fn shard_count(&self) -> usize {
-        self.shards.len()
+        self.threads.len()
     }
 
     /// Queues a command for shard `shard` and wakes it.
     pub fn send(&self, shard: usize, cmd: Cmd) -> Result<(), RuntimeError> {
-        let handle = self
-            .shards
-            .get(shard)
-            .ok_or(RuntimeError::ShardGone { shard })?;
-        handle.commands.try_send(cmd).map_err(|e| match e {
-            TrySendError::Full(_) => RuntimeError::CommandQueueFull {
-                shard,
-                max: COMMANDS_QUEUED_MAX,
-            },
-            TrySendError::Disconnected(_) => RuntimeError::ShardGone { shard },
-        })?;
-        wake(&handle.wake);
-        Ok(())
+        self.mailboxes.send(shard, cmd)
+    }
+
+    /// Senders to every shard, for threads that outlive a borrow of the runtime.
+    pub fn mailboxes(&self) -> Mailboxes<Cmd> {
+        self.mailboxes.clone()
     }
 
     /// Reports the first shard that has ended, with its panic message or error.
     pub fn check(&mut self) -> Result<(), RuntimeError> {
-        for (shard, handle) in self.shards.iter_mut().enumerate() {
-            if handle.thread.as_ref().is_some_and(JoinHandle::is_finished) {
-                let thread = handle.thread.take().expect("checked above");
+        for (shard, slot) in self.threads.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(JoinHandle::is_finished) {
+                let thread = slot.take().expect("checked above");
                 let cause = match thread.join() {
                     Ok(Ok(())) => "its loop returned while the runtime was running".to_string(),
                     Ok(Err(e)) => format!("I/O error: {e}"),
@@ -412,12 +400,10 @@ impl<Cmd: Send + 'static> Runtime<Cmd> {
 
     fn stop_and_join(&mut self) -> Result<(), RuntimeError> {
         self.stop.store(true, Ordering::Release);
-        for handle in &self.shards {
-            wake(&handle.wake);
-        }
+        self.mailboxes.wake_all();
         let mut first_error = None;
-        for (shard, handle) in self.shards.iter_mut().enumerate() {
-            let Some(thread) = handle.thread.take() else {
+        for (shard, slot) in self.threads.iter_mut().enumerate() {
+            let Some(thread) = slot.take() else {
                 continue;
             };
             let cause = match thread.join() {
@@ -434,11 +420,9 @@ impl<Cmd: Send + 'static> Runtime<Cmd> {
 impl<Cmd> Drop for Runtime<Cmd> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
-        for handle in &self.shards {
-            wake(&handle.wake);
-        }
-        for handle in &mut self.shards {
-            if let Some(thread) = handle.thread.take() {
+        self.mailboxes.wake_all();
+        for slot in &mut self.threads {
+            if let Some(thread) = slot.take() {
                 let _ = thread.join();
             }
         }

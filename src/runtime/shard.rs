@@ -8,7 +8,6 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use super::buffers::BLOCK_BYTES_MAX;
 use super::core::{Core, Phase};
 use super::io::{Completion, Token};
 use super::listener::{self, Listener};
+use super::mailbox::Inbox;
 use super::protocol::{CloseReason, ConnKey, FileId, ShardApp};
 use crate::time::{Clock, Instant};
 
@@ -228,8 +228,7 @@ impl<C: super::Connection> ShardCtx<'_, C> {
 /// Everything a shard thread needs besides its application.
 pub(crate) struct ShardParts<Cmd> {
     pub(crate) stop: Arc<AtomicBool>,
-    pub(crate) commands: Receiver<Cmd>,
-    pub(crate) wake: Arc<OwnedFd>,
+    pub(crate) inbox: Inbox<Cmd>,
     pub(crate) clock: Clock,
 }
 
@@ -256,7 +255,7 @@ impl<A: ShardApp> Shard<A> {
                 .map_err(std::io::Error::other)?;
         }
         core.backend
-            .watch_wakeup(parts.wake.as_raw_fd())
+            .watch_wakeup(parts.inbox.wake.as_raw_fd())
             .map_err(std::io::Error::other)?;
         Ok(Shard {
             app,
@@ -315,7 +314,7 @@ impl<A: ShardApp> Shard<A> {
 
     fn run_commands(&mut self) {
         for _ in 0..COMMANDS_PER_ITERATION {
-            let Ok(cmd) = self.parts.commands.try_recv() else {
+            let Ok(cmd) = self.parts.inbox.rx.try_recv() else {
                 return;
             };
             let now = self.core.now;
