@@ -142,12 +142,12 @@ impl UringBackend {
     /// Sets up the ring, provides the receive buffers and registers the block pool.
     pub(crate) fn new(cfg: BackendConfig) -> io::Result<UringBackend> {
         assert!(cfg.recv_bufs > 0 && cfg.recv_bufs <= usize::from(u16::MAX));
-        // SINGLE_ISSUER and COOP_TASKRUN (5.19+/6.0+) save work per completion; older kernels
+        // SINGLE_ISSUER + DEFER_TASKRUN (6.1+) run completion work only when we wait, in one batch;
         // reject them with EINVAL, so retry with only the CQ size.
         let ring: IoUring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_single_issuer()
-            .setup_coop_taskrun()
+            .setup_defer_taskrun()
             .build(SQ_ENTRIES)
             .or_else(|_| {
                 IoUring::builder()
