@@ -143,7 +143,7 @@ impl UringBackend {
     pub(crate) fn new(cfg: BackendConfig) -> io::Result<UringBackend> {
         assert!(cfg.recv_bufs > 0 && cfg.recv_bufs <= usize::from(u16::MAX));
         // SINGLE_ISSUER + DEFER_TASKRUN (6.1+) run completion work only when we wait, in one batch;
-        // reject them with EINVAL, so retry with only the CQ size.
+        // older kernels reject them with EINVAL, so retry with only the CQ size.
         let ring: IoUring = IoUring::builder()
             .setup_cqsize(CQ_ENTRIES)
             .setup_single_issuer()
