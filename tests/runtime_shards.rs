@@ -202,6 +202,8 @@ enum Cmd {
     Forward(usize),
     /// Record which shard handled this.
     Note,
+    /// Remove both files; records how many stay open.
+    RemoveFiles,
 }
 
 impl ShardApp for ServerApp {
@@ -236,6 +238,12 @@ impl ShardApp for ServerApp {
             Cmd::Panic => panic!("boom requested by test"),
             Cmd::Forward(to) => self.mailboxes.send(to, Cmd::Note).unwrap(),
             Cmd::Note => self.shared.notes.lock().unwrap().push(ctx.shard_index()),
+            Cmd::RemoveFiles => {
+                for id in self.files.expect("files") {
+                    assert!(ctx.remove_file(id));
+                }
+                self.shared.notes.lock().unwrap().push(ctx.open_files());
+            }
             Cmd::Connect(addr, local) => {
                 let mut conn = self.conn(now);
                 conn.replies
@@ -397,7 +405,12 @@ fn many_concurrent_connections_from_many_source_ips_are_served() {
     for io in backends() {
         let server = start_server(io, 2, ShardLimits::default(), None);
         let addr = server.runtime.local_addrs()[0];
-        let mut clients: Vec<TcpStream> = (0..300)
+        // RINGSEED_TEST_CONNS raises the count for a manual scale check (ulimit -n permitting).
+        let conns: usize = std::env::var("RINGSEED_TEST_CONNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let mut clients: Vec<TcpStream> = (0..conns)
             .map(|i| {
                 let source: SocketAddr = format!("127.0.0.{}:0", 10 + i % 30).parse().unwrap();
                 let socket =
@@ -422,7 +435,7 @@ fn many_concurrent_connections_from_many_source_ips_are_served() {
         }
         drop(clients);
         wait_until("all closes", IO_TIMEOUT, || {
-            server.shared.closed.load(Ordering::SeqCst) == 300
+            server.shared.closed.load(Ordering::SeqCst) == conns
         });
         server.runtime.shutdown().unwrap();
     }
@@ -743,6 +756,34 @@ fn shards_message_each_other_through_mailboxes() {
         notes.sort();
         assert_eq!(notes, vec![0, 1]);
         assert!(server.runtime.send(5, Cmd::Note).is_err());
+        server.runtime.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn blocks_of_a_removed_file_close_the_connection() {
+    // After the app removes a file, a block naming it closes that connection with a reason
+    // instead of reading a closed (or reused) descriptor.
+    for io in backends() {
+        let server = start_server(io, 1, ShardLimits::default(), None);
+        let mut client = connect(server.runtime.local_addrs()[0]);
+        request(&mut client, 0, 100);
+        expect_block(&mut client, 0, 100);
+        server.runtime.send(0, Cmd::RemoveFiles).unwrap();
+        wait_until("removal", IO_TIMEOUT, || {
+            server.shared.notes.lock().unwrap().len() == 1
+        });
+        assert_eq!(
+            server.shared.notes.lock().unwrap()[0],
+            0,
+            "files still open"
+        );
+        request(&mut client, 0, 100);
+        wait_until("close", IO_TIMEOUT, || {
+            server.shared.closed.load(Ordering::SeqCst) == 1
+        });
+        let reason = server.shared.reasons.lock().unwrap()[0].clone();
+        assert!(reason.contains("removed file"), "{reason}");
         server.runtime.shutdown().unwrap();
     }
 }

@@ -6,7 +6,6 @@
 //! application ([`ShardApp`](super::ShardApp)); closes are queued for the shard loop to deliver.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -14,6 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use slab::Slab;
 
 use super::buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES};
+use super::files::FileTable;
 use super::io::{Backend, Completion, FileRead, Payload, RecvBuf, SendBatch, Token};
 use super::listener::Listener;
 use super::outq::{OutQueue, VecPool};
@@ -86,7 +86,7 @@ pub(crate) struct Core<C> {
     buf_waiters: VecDeque<ConnKey>,
     /// Finished connections for the shard loop to hand to `ShardApp::closed`.
     pub(crate) closed: Vec<(ConnKey, C, CloseReason)>,
-    pub(crate) files: Vec<Option<File>>,
+    pub(crate) files: FileTable,
     vecs: VecPool,
     /// Boxed on purpose: a batch in flight must not move (the kernel holds its iovec address).
     #[allow(clippy::vec_box)]
@@ -115,7 +115,7 @@ impl<C: Connection> Core<C> {
             dirty: Vec::new(),
             buf_waiters: VecDeque::new(),
             closed: Vec::new(),
-            files: Vec::new(),
+            files: FileTable::default(),
             vecs: VecPool::default(),
             batches: Vec::new(),
             limits,
@@ -404,15 +404,18 @@ impl<C: Connection> Core<C> {
     fn on_read(&mut self, index: usize, seq: u32, buf: PoolBuf, result: io::Result<usize>) {
         let slot = &mut self.slots[index];
         slot.reads_busy -= 1;
+        // The block stays queued while its read is in flight (finalize waits for reads).
+        let pending = slot
+            .out
+            .pending_mut(seq)
+            .expect("read for a block that is not pending");
+        let file = pending.reading.take().expect("block had a read in flight");
+        self.files.finish_read(file);
         if !matches!(slot.phase, Phase::Open) {
             drop(buf);
             self.maybe_finalize(index);
             return;
         }
-        let pending = slot
-            .out
-            .pending_mut(seq)
-            .expect("read for a block that is not pending");
         match result {
             Ok(0) => {
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "file shorter than block");
@@ -439,24 +442,28 @@ impl<C: Connection> Core<C> {
         let slot = &mut self.slots[index];
         let pending = slot.out.pending_mut(seq).expect("pending block");
         let (span, skip) = pending.cursor().expect("pending block not complete");
-        let file = self
-            .files
-            .get(span.file.0 as usize)
-            .and_then(Option::as_ref);
-        let Some(file) = file else {
-            self.close(index, CloseReason::BadBlock("block names an unknown file"));
+        let Some(fd) = self.files.start_read(span.file) else {
+            self.close(
+                index,
+                CloseReason::BadBlock("block names an unknown or removed file"),
+            );
             return;
         };
         let read = FileRead {
-            fd: file.as_raw_fd(),
+            fd,
             offset: span.offset + skip as u64,
             buf_offset: pending.filled,
             len: span.len as usize - skip,
         };
-        pending.reading = true;
+        pending.reading = Some(span.file);
+        pending.started = true;
         slot.reads_busy += 1;
         if let Err((e, _buf)) = self.backend.read_file(token(index, seq), read, buf) {
             self.slots[index].reads_busy -= 1;
+            if let Some(pending) = self.slots[index].out.pending_mut(seq) {
+                pending.reading = None;
+            }
+            self.files.finish_read(span.file);
             self.close(
                 index,
                 CloseReason::FileRead(io::Error::other(e.to_string())),

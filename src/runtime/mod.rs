@@ -7,6 +7,7 @@
 
 mod buffers;
 mod core;
+mod files;
 mod io;
 mod listener;
 mod mailbox;

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 
 use super::buffers::PoolBuf;
 use super::io::{Chunk, Payload, SendBatch, SEND_BYTES_MAX, SEND_IOVECS_MAX};
-use super::protocol::FileSpans;
+use super::protocol::{FileId, FileSpans};
 
 /// Initial capacity of a control-byte vector: a handshake plus a few small messages.
 const CONTROL_VEC_BYTES: usize = 512;
@@ -27,8 +27,10 @@ pub(crate) struct PendingBlock {
     pub(crate) spans: FileSpans,
     /// Bytes read so far (reads go span by span, in order).
     pub(crate) filled: usize,
-    /// A read is in flight (else the block waits for a free block buffer).
-    pub(crate) reading: bool,
+    /// The file a read in flight is reading (none: the block waits for a free block buffer).
+    pub(crate) reading: Option<FileId>,
+    /// A read was ever started (the block has its buffer).
+    pub(crate) started: bool,
 }
 
 impl PendingBlock {
@@ -140,7 +142,8 @@ impl OutQueue {
             len,
             spans,
             filled: 0,
-            reading: false,
+            reading: None,
+            started: false,
         }));
         seq
     }
@@ -156,7 +159,7 @@ impl OutQueue {
     /// The first pending block that waits for a buffer.
     pub(crate) fn first_unstarted(&mut self) -> Option<&mut PendingBlock> {
         self.chunks.iter_mut().find_map(|chunk| match chunk {
-            OutChunk::Pending(p) if !p.reading => Some(p),
+            OutChunk::Pending(p) if !p.started => Some(p),
             _ => None,
         })
     }

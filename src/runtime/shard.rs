@@ -196,8 +196,18 @@ impl<C: super::Connection> ShardCtx<'_, C> {
 
     /// Registers a file that blocks can name by the returned id. The shard keeps it open.
     pub fn add_file(&mut self, file: File) -> FileId {
-        self.core.files.push(Some(file));
-        FileId((self.core.files.len() - 1) as u32)
+        self.core.files.add(file)
+    }
+
+    /// Closes a file once no read of it is in flight; blocks naming it afterwards close their
+    /// connection. Its id may be reused by a later `add_file`. False if `id` was not open.
+    pub fn remove_file(&mut self, id: FileId) -> bool {
+        self.core.files.remove(id)
+    }
+
+    /// Files open on this shard (removed ones still being read included).
+    pub fn open_files(&self) -> usize {
+        self.core.files.open_count()
     }
 
     /// This shard's counters.
