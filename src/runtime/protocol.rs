@@ -233,12 +233,44 @@ pub enum CloseReason {
 /// `write_control` is not bounded by the shard: keep control output small (it is for handshakes,
 /// have/choke/unchoke messages, keep-alives).
 ///
-/// Any `Err(CloseReason)` closes the connection; the shard logs the reason and gives the
-/// connection back through [`ShardApp::closed`]. A connection never sees a socket, a file or a
-/// clock: `now` is passed in.
+/// Any `Err(CloseReason)` closes the connection; the shard logs the reason (debug level) and
+/// gives the connection back through [`ShardApp::closed`]. A connection never sees a socket, a
+/// file or a clock: `now` is passed in.
+///
+/// What the shard guarantees, per connection, all on one thread:
+/// - after each receive, `handle_input` is called again and again while it consumes something
+///   and bytes remain, so an implementation may parse one message per call;
+/// - after any input, timeout, send completion or touch through [`ShardCtx::get_mut`], the
+///   shard polls: `write_control`, then `poll_block` while there is room (then `write_control`
+///   again after each block), then `poll_timeout`;
+/// - blocks are sent in `poll_block` order with their headers; at most one send is in flight.
+///
+/// A minimal implementation that echoes input back as control bytes:
+/// ```
+/// use ringseed::runtime::{BlockSend, CloseReason, Connection};
+/// use ringseed::time::Instant;
+///
+/// #[derive(Default)]
+/// struct Echo { pending: Vec<u8> }
+///
+/// impl Connection for Echo {
+///     fn handle_input(&mut self, bytes: &[u8], _now: Instant) -> Result<usize, CloseReason> {
+///         self.pending.extend_from_slice(bytes);
+///         Ok(bytes.len())
+///     }
+///     fn write_control(&mut self, out: &mut Vec<u8>) {
+///         out.append(&mut self.pending);
+///     }
+///     fn poll_block(&mut self) -> Option<BlockSend> { None }
+///     fn on_sent(&mut self, _bytes: usize, _now: Instant) {}
+///     fn handle_timeout(&mut self, _now: Instant) -> Result<(), CloseReason> { Ok(()) }
+///     fn poll_timeout(&self) -> Option<Instant> { None }
+/// }
+/// ```
 pub trait Connection {
-    /// Feeds received bytes; returns how many were consumed. Unconsumed bytes stay buffered and
-    /// are offered again, followed by new data, on the next call.
+    /// Feeds received bytes; returns how many were consumed. Unconsumed bytes stay buffered (up
+    /// to [`ShardLimits::input_bytes_max`](super::ShardLimits)) and are offered again, followed
+    /// by new data; return 0 when the rest is an incomplete message.
     fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<usize, CloseReason>;
 
     /// Appends control bytes to send. They go out in order, before any block polled afterwards.

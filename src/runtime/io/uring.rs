@@ -539,6 +539,10 @@ impl Backend for UringBackend {
     }
 
     fn cancel_fd(&mut self, fd: RawFd) {
+        // Shutting the socket down first ends a pending receive or send even on kernels whose
+        // ASYNC_CANCEL lacks fd matching (before 5.19); the socket is being closed anyway.
+        // SAFETY: plain syscall on a descriptor the shard still owns.
+        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
         let sqe = opcode::AsyncCancel2::new(CancelBuilder::fd(Fd(fd)).all())
             .build()
             .user_data(UD_INTERNAL);
