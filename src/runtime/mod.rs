@@ -196,37 +196,29 @@ where
         local_addrs,
     };
     for (index, (shard_listeners, inbox)) in listeners.drain(..).zip(inboxes).enumerate() {
-        let parts = shard::ShardParts {
-            stop: Arc::clone(&stop),
-            inbox,
-            clock,
+        let setup = ShardSetup {
+            index,
+            io,
+            limits: config.limits,
+            listeners: shard_listeners,
+            parts: shard::ShardParts {
+                stop: Arc::clone(&stop),
+                inbox,
+                clock,
+            },
         };
         let info = ShardInfo {
             index,
             mailboxes: mailboxes.clone(),
         };
-        let make_app = Arc::clone(&make_app);
-        let ready_tx = ready_tx.clone();
-        let (limits, pin) = (config.limits, config.pin_cores);
-        let thread = std::thread::Builder::new()
-            .name(format!("shard-{index}"))
-            .spawn(move || {
-                if pin {
-                    pin_to_core(index % cores);
-                }
-                let setup = ShardSetup {
-                    index,
-                    io,
-                    limits,
-                    listeners: shard_listeners,
-                    parts,
-                };
-                run_shard(setup, info, &*make_app, ready_tx)
-            })
-            .map_err(|source| RuntimeError::Spawn {
-                shard: index,
-                source,
-            })?;
+        let pin_core = config.pin_cores.then_some(index % cores);
+        let thread = spawn_one(
+            setup,
+            info,
+            Arc::clone(&make_app),
+            ready_tx.clone(),
+            pin_core,
+        )?;
         runtime.threads.push(Some(thread));
     }
     drop(ready_tx);
@@ -259,6 +251,34 @@ fn select_io(
 }
 
 type Ready = mpsc::Sender<Result<(), (usize, std::io::Error)>>;
+
+/// Starts one shard thread, pinned to `pin_core` if given.
+fn spawn_one<A, F>(
+    setup: ShardSetup<A::Command>,
+    info: ShardInfo<A::Command>,
+    make_app: Arc<F>,
+    ready: Ready,
+    pin_core: Option<usize>,
+) -> Result<JoinHandle<std::io::Result<()>>, RuntimeError>
+where
+    A: ShardApp,
+    A::Command: Send,
+    F: Fn(ShardInfo<A::Command>) -> A + Send + Sync + 'static,
+{
+    let index = setup.index;
+    std::thread::Builder::new()
+        .name(format!("shard-{index}"))
+        .spawn(move || {
+            if let Some(core) = pin_core {
+                pin_to_core(core);
+            }
+            run_shard(setup, info, &*make_app, ready)
+        })
+        .map_err(|source| RuntimeError::Spawn {
+            shard: index,
+            source,
+        })
+}
 
 /// What a shard thread is started with, besides its application.
 struct ShardSetup<Cmd> {
