@@ -494,17 +494,26 @@ fn slow_reader_is_held_back_by_bounded_send_queue() {
             requests.extend_from_slice(&16384u32.to_be_bytes());
         }
         client.write_all(&requests).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let polled_early = server.shared.blocks_polled.load(Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(300));
-        let polled_late = server.shared.blocks_polled.load(Ordering::SeqCst);
-        assert_eq!(
-            polled_early, polled_late,
-            "polling continued although nothing was read"
-        );
+        // Polling must come to rest while nobody reads: sample until two readings 300 ms apart
+        // agree (bounded, so a runaway server fails the test instead of hanging it).
+        let polled = || server.shared.blocks_polled.load(Ordering::SeqCst);
+        let mut last = usize::MAX;
+        let deadline = StdInstant::now() + IO_TIMEOUT;
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = polled();
+            if now == last && now > 0 {
+                break;
+            }
+            assert!(
+                StdInstant::now() < deadline,
+                "polling never stopped ({now} blocks)"
+            );
+            last = now;
+        }
         assert!(
-            polled_late < BLOCKS as usize / 2,
-            "{polled_late} blocks polled for a stalled reader"
+            last < BLOCKS as usize / 2,
+            "{last} blocks polled for a stalled reader"
         );
         let high = server.shared.unsent_high.load(Ordering::SeqCst);
         assert!(
