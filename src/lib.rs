@@ -12,6 +12,7 @@ pub mod loadgen;
 pub mod metainfo;
 pub mod peer;
 pub mod runtime;
+pub mod seeder;
 pub mod storage;
 pub mod time;
 pub mod torrent;

@@ -5,8 +5,12 @@
 //! errors into one-line reasons and non-zero exit codes.
 
 mod bench;
+mod create;
 mod magnet;
+mod seed;
 mod size;
+
+pub use create::write_atomically;
 
 pub use size::parse_size;
 
@@ -29,6 +33,12 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Make a .torrent file from a file or directory (hashing on all cores).
+    Create(create::CreateArgs),
+    /// Seed torrents: serve their data to peers until interrupted.
+    Seed(seed::SeedArgs),
+    /// Recheck data against a torrent and list bad pieces.
+    Verify(create::VerifyArgs),
     /// Print the magnet URI of a torrent file.
     Magnet(magnet::MagnetArgs),
     /// Download a torrent from a seeder with many verifying leechers and report throughput.
@@ -40,6 +50,9 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Create(a) => create::run_create(a),
+        Command::Seed(a) => seed::run(a),
+        Command::Verify(a) => create::run_verify(a),
         Command::Magnet(a) => magnet::run(a),
         Command::Bench(a) => bench::run(a),
     };
@@ -61,6 +74,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

@@ -109,6 +109,12 @@ impl Storage {
             .map(|f| f.as_ref().map(AsRawFd::as_raw_fd))
     }
 
+    /// A new handle on file `file` (same open file description), for a shard that keeps
+    /// its own descriptors; `None` for zero-length files, which are never read.
+    pub fn clone_file(&self, file: usize) -> std::io::Result<Option<File>> {
+        self.files[file].as_ref().map(File::try_clone).transpose()
+    }
+
     /// The file reads that make up `block`, in buffer order. Zero-length files never appear.
     pub fn block_spans(&self, block: BlockRef) -> impl Iterator<Item = BlockSpan> + '_ {
         debug_assert!(

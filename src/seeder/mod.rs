@@ -1,0 +1,198 @@
+//! The seeder appliance: many torrents served by thread-per-core shards, a seeding choker
+//! per torrent, and tracker announces so standard clients find us.
+//!
+//! Shell code: it wires the registry of checked torrents, the runtime's shards, the
+//! per-shard [`app::SeedApp`] and the [`announce`] thread together. Decisions stay in the
+//! sans-IO core (`peer::Session`, `torrent::SeedChoker`, `tracker::AnnounceScheduler`).
+
+pub mod announce;
+pub mod app;
+pub mod conn;
+pub mod registry;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallInstant};
+
+use anyhow::Context;
+
+pub use app::{AppConfig, SeedApp, SeedCommand};
+pub use registry::{load_served, resolve_data_dir, Registry, ServedTorrent};
+
+use crate::metainfo::{parse_torrent, PeerId};
+use crate::peer::LocalConfig;
+use crate::runtime::{spawn_shards, IoKind, RuntimeConfig};
+
+/// How often the seeder logs a status line.
+pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
+
+/// What `ringseed seed` was asked to do.
+#[derive(Clone, Debug)]
+pub struct SeedOptions {
+    /// .torrent files, or directories whose .torrent files are all served.
+    pub torrents: Vec<PathBuf>,
+    /// Where the data lives: a store holding `<name>` of each torrent, or the release itself.
+    pub data: PathBuf,
+    /// Address to listen on (every shard listens on it with SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Shard threads (0: one per core).
+    pub threads: usize,
+    /// I/O backend.
+    pub io: IoKind,
+    /// Upload slots per torrent over the whole process.
+    pub upload_slots: usize,
+    /// Announce to the torrents' HTTP trackers.
+    pub announce: bool,
+    /// Peers to connect to at start-up (for every torrent).
+    pub peers: Vec<SocketAddr>,
+}
+
+/// Loads every torrent named in `opts`; a torrent whose file or data is bad is refused with
+/// a logged reason naming the file, and the others still load.
+pub fn load_registry(opts: &SeedOptions) -> anyhow::Result<Registry> {
+    let mut files = Vec::new();
+    for p in &opts.torrents {
+        if p.is_dir() {
+            files.extend(crate::cli::torrents_in(p)?);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut registry = Registry::default();
+    for path in &files {
+        match load_one(path, &opts.data) {
+            Ok(t) => {
+                let name = t.name().to_owned();
+                let hash = t.meta.info_hash;
+                if registry.insert(t) {
+                    tracing::info!(torrent = %name, info_hash = %hash, "loaded {}", path.display());
+                } else {
+                    tracing::warn!("{} is a duplicate of a loaded torrent", path.display());
+                }
+            }
+            Err(e) => tracing::error!("refusing {}: {e:#}", path.display()),
+        }
+    }
+    if registry.is_empty() {
+        anyhow::bail!("no torrent could be loaded (of {})", files.len());
+    }
+    Ok(registry)
+}
+
+fn load_one(path: &Path, data: &Path) -> anyhow::Result<ServedTorrent> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = parse_torrent(&bytes)?;
+    load_served(meta, path, data)
+}
+
+/// Seeds until `stop` is set (or a shard dies), then announces `stopped` and returns.
+pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    let registry = Arc::new(load_registry(&opts)?);
+    let peer_id = PeerId::generate();
+    let shards = if opts.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        opts.threads
+    };
+    let initial_peers = registry
+        .torrents
+        .iter()
+        .flat_map(|t| opts.peers.iter().map(move |a| (t.meta.info_hash, *a)))
+        .collect();
+    let app_cfg = AppConfig {
+        local: LocalConfig {
+            peer_id,
+            listen_port: Some(opts.listen.port()),
+        },
+        upload_slots: opts.upload_slots,
+        shards,
+        initial_peers,
+    };
+    let rt_cfg = RuntimeConfig {
+        shards,
+        io: opts.io,
+        listen: vec![opts.listen],
+        ..RuntimeConfig::default()
+    };
+    let reg = registry.clone();
+    let mut runtime = spawn_shards(rt_cfg, move |info| {
+        SeedApp::new(info.index, reg.clone(), app_cfg.clone())
+    })?;
+    let local = runtime.local_addrs().to_vec();
+    let port = local.first().map_or(opts.listen.port(), SocketAddr::port);
+    tracing::info!(
+        "seeding {} torrent(s) on {} with {} shard(s) ({:?})",
+        registry.len(),
+        local.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        runtime.shard_count(),
+        runtime.io_kind()
+    );
+    let announcer = opts
+        .announce
+        .then(|| {
+            let cfg = announce::AnnouncerConfig {
+                peer_id,
+                port,
+                own_addrs: local.clone(),
+                shards,
+            };
+            announce::spawn(registry.clone(), cfg, runtime.mailboxes(), stop.clone())
+        })
+        .flatten();
+    let result = supervise(&mut runtime, &registry, &stop);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(a) = announcer {
+        let _ = a.join();
+    }
+    runtime.shutdown()?;
+    report_totals(&registry);
+    result
+}
+
+fn supervise(
+    runtime: &mut crate::runtime::Runtime<SeedCommand>,
+    registry: &Registry,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
+    let started = WallInstant::now();
+    let mut last_status = WallInstant::now();
+    let mut last_uploaded = total_uploaded(registry);
+    while !stop.load(Ordering::Relaxed) {
+        runtime.check()?;
+        std::thread::sleep(Duration::from_millis(100));
+        if last_status.elapsed() >= STATUS_INTERVAL {
+            let up = total_uploaded(registry);
+            let rate = (up - last_uploaded) as f64 / last_status.elapsed().as_secs_f64();
+            let peers: usize = registry.torrents.iter().map(|t| t.peers()).sum();
+            tracing::info!(
+                "status: {peers} peers, uploaded {:.1} MB, {:.1} MB/s, up {:.0} s",
+                up as f64 / 1e6,
+                rate / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            last_status = WallInstant::now();
+            last_uploaded = up;
+        }
+    }
+    Ok(())
+}
+
+fn total_uploaded(registry: &Registry) -> u64 {
+    registry
+        .torrents
+        .iter()
+        .map(|t| t.uploaded.load(Ordering::Relaxed))
+        .sum()
+}
+
+fn report_totals(registry: &Registry) {
+    for t in &registry.torrents {
+        tracing::info!(
+            torrent = t.name(),
+            "uploaded {:.1} MB in total",
+            t.uploaded.load(Ordering::Relaxed) as f64 / 1e6
+        );
+    }
+}
