@@ -245,8 +245,9 @@ impl fmt::Display for Magnet {
             write!(f, "&tr={}", utf8_percent_encode(url, ESCAPED))?;
         }
         for peer in &self.peers {
-            let text = peer.to_string();
-            write!(f, "&x.pe={}", utf8_percent_encode(&text, ESCAPED))?;
+            // `host:port` is written as is: a hint holds only letters, digits, `.-:[]`, and
+            // libtorrent 2.0 does not percent-decode `x.pe` (`%3A` made it drop the hint).
+            write!(f, "&x.pe={peer}")?;
         }
         Ok(())
     }
