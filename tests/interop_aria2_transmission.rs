@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use common::*;
 
-/// Creates the torrent with a tracker URL and starts opentracker allowing it.
-fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentracker) {
+/// Creates the torrent with a tracker URL and starts opentracker allowing it; returns the
+/// data, the torrent, the tracker and the info-hash.
+fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentracker, String) {
     let src = make_release(dir, "release", scale);
     let probe = dir.join("probe.torrent");
     ringseed(&[
@@ -28,7 +29,7 @@ fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentrac
     let hash = magnet[start..start + 40].to_lowercase();
     let tracker_dir = dir.join("t");
     std::fs::create_dir_all(&tracker_dir).unwrap();
-    let tracker = Opentracker::start(&tracker_dir, &[hash]);
+    let tracker = Opentracker::start(&tracker_dir, std::slice::from_ref(&hash));
     let torrent = dir.join("release.torrent");
     let url = tracker.announce_url();
     ringseed(&[
@@ -41,7 +42,7 @@ fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentrac
         "--tracker",
         &url,
     ]);
-    (src, torrent, tracker)
+    (src, torrent, tracker, hash)
 }
 
 fn require(tool: &str, package: &str) {
@@ -60,7 +61,7 @@ fn aria2_downloads_release_found_through_opentracker() {
     // aria2c announces to opentracker, finds the ringseed seeder and downloads exact bytes.
     require("aria2c", "aria2");
     let dir = TestDir::new("aria2");
-    let (src, torrent, _tracker) = release_with_tracker(dir.path(), 6 << 20);
+    let (src, torrent, _tracker, _) = release_with_tracker(dir.path(), 6 << 20);
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
     let out = dir.path().join("aria2-out");
@@ -96,7 +97,7 @@ fn transmission_downloads_release_when_ringseed_connects_out() {
     // ringseed dials it (Transmission refuses to dial loopback peers itself).
     require("transmission-cli", "transmission-cli");
     let dir = TestDir::new("transmission");
-    let (src, torrent, _tracker) = release_with_tracker(dir.path(), 6 << 20);
+    let (src, torrent, tracker, hash) = release_with_tracker(dir.path(), 6 << 20);
     let out = dir.path().join("tr-out");
     let config = dir.path().join("tr-config");
     std::fs::create_dir_all(&out).unwrap();
@@ -107,7 +108,8 @@ fn transmission_downloads_release_when_ringseed_connects_out() {
         .arg(&config)
         .arg("-w")
         .arg(&out)
-        .args(["-p", &tr_port.to_string(), "-D"])
+        // -M: no NAT-PMP/UPnP, which delays Transmission's first announce by seconds.
+        .args(["-p", &tr_port.to_string(), "-D", "-M"])
         .arg(&torrent);
     let _tr = Proc::spawn("transmission-cli", cmd, dir.path().join("transmission.log"));
     let tr_addr = format!("127.0.0.1:{tr_port}").parse().unwrap();
@@ -115,16 +117,22 @@ fn transmission_downloads_release_when_ringseed_connects_out() {
         wait_listening(tr_addr, Duration::from_secs(20)),
         "transmission-cli did not listen"
     );
-    // Give Transmission a moment to announce before the seeder's first announce.
-    std::thread::sleep(Duration::from_secs(2));
+    // The seeder learns of Transmission from its first announce: wait until the tracker
+    // lists Transmission as a leecher.
+    assert!(
+        wait_until(Duration::from_secs(60), || tracker.leechers(&hash) >= 1),
+        "Transmission never announced to the tracker"
+    );
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
+    // Transmission 3.00 does not create zero-length files; every other file must match.
     let done = wait_until(Duration::from_secs(150), || {
-        same_files(&src, &out.join("release"))
+        same_files_except_empty(&src, &out.join("release"), true)
     });
     assert!(
         done,
         "Transmission did not get every file byte-exact in time"
     );
+    std::fs::write(out.join("release/empty.txt"), b"").unwrap();
     assert_same_files(&src, &out.join("release"));
 }

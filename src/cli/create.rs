@@ -119,7 +119,12 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     for bad in &report.bad_pieces {
         let files: Vec<String> = bad.files.iter().map(|f| f.display().to_string()).collect();
-        println!("bad piece {}: {:?} ({})", bad.piece.get(), bad.fault, files.join(", "));
+        println!(
+            "bad piece {}: {:?} ({})",
+            bad.piece.get(),
+            bad.fault,
+            files.join(", ")
+        );
     }
     println!(
         "{}: {} of {} pieces good, {:.0} MB/s",

@@ -46,7 +46,9 @@ fn parse_io(s: &str) -> Result<IoKind, String> {
         "uring" | "io_uring" => Ok(IoKind::Uring),
         "epoll" => Ok(IoKind::Epoll),
         "auto" => Ok(IoKind::Auto),
-        other => Err(format!("unknown io backend `{other}` (uring, epoll or auto)")),
+        other => Err(format!(
+            "unknown io backend `{other}` (uring, epoll or auto)"
+        )),
     }
 }
 

@@ -3,8 +3,10 @@
 //! Policy, where the BEPs leave a choice:
 //! - Fast-extension messages from a peer that did not negotiate BEP 6 close the connection
 //!   (BEP 6 says MUST); so do `extended` messages without the BEP 10 bit (libtorrent does).
-//! - The peer declares its pieces once: `bitfield`, `have all` or `have none` after another
-//!   of them or after a `have` closes the connection (BEP 3: bitfield only first).
+//! - BEP 3 wants the bitfield first and once, but real clients bend it (aria2 1.36 sends a
+//!   `bitfield` after an earlier declaration), so declarations accumulate: a later
+//!   `bitfield`/`have all` adds to what we knew, `have none` adds nothing. A wrong-sized
+//!   bitfield still closes the connection.
 //! - Requests while we choke: rejected with BEP 6, dropped without (a request sent before
 //!   our choke arrived is a normal race, so they are not counted against the peer).
 //! - Invalid requests (outside the torrent, over 16 KiB, pieces we lack): rejected with
@@ -40,11 +42,11 @@ impl Session {
             Message::Bitfield(bits) => self.on_bitfield(bits)?,
             Message::HaveAll => {
                 self.require_fast("have all")?;
-                self.declare_pieces("have all", PeerPieces::All)?;
+                self.declare_pieces(PeerPieces::All);
             }
             Message::HaveNone => {
                 self.require_fast("have none")?;
-                self.declare_pieces("have none", PeerPieces::None)?;
+                self.declare_pieces(PeerPieces::None);
             }
             Message::Request(raw) => self.on_request(raw)?,
             Message::Cancel(raw) => self.on_cancel(raw),
@@ -88,13 +90,23 @@ impl Session {
             .piece_count()
     }
 
-    fn declare_pieces(&mut self, what: &'static str, pieces: PeerPieces) -> Result<(), PeerError> {
-        if self.pieces_declared {
-            return Err(unexpected(what, "the peer already declared its pieces"));
-        }
-        self.pieces_declared = true;
-        self.peer_pieces = pieces;
-        Ok(())
+    fn declare_pieces(&mut self, pieces: PeerPieces) {
+        self.peer_pieces = match (
+            std::mem::replace(&mut self.peer_pieces, PeerPieces::None),
+            pieces,
+        ) {
+            (PeerPieces::All, _) | (_, PeerPieces::All) => PeerPieces::All,
+            (known, PeerPieces::None) => known,
+            (PeerPieces::None, new) => new,
+            (PeerPieces::Some(mut a), PeerPieces::Some(b)) => {
+                a.union_with(&b);
+                if a.is_full() {
+                    PeerPieces::All
+                } else {
+                    PeerPieces::Some(a)
+                }
+            }
+        };
     }
 
     fn on_bitfield(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
@@ -104,7 +116,8 @@ impl Session {
         } else {
             PeerPieces::Some(bits)
         };
-        self.declare_pieces("bitfield", pieces)
+        self.declare_pieces(pieces);
+        Ok(())
     }
 
     fn on_have(&mut self, piece: u32) -> Result<(), PeerError> {
@@ -113,7 +126,6 @@ impl Session {
         let index = layout
             .piece(piece)
             .ok_or(PeerError::HaveOutOfRange { piece, count })?;
-        self.pieces_declared = true;
         match &mut self.peer_pieces {
             PeerPieces::All => {}
             PeerPieces::Some(bits) => {

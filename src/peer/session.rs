@@ -130,8 +130,6 @@ pub struct Session {
     pub(super) peer_choking: bool,
     pub(super) peer_interested: bool,
     pub(super) peer_pieces: PeerPieces,
-    /// The peer declared its pieces (bitfield, have all/none, or a first `have`).
-    pub(super) pieces_declared: bool,
     pub(super) ext: PeerExtensions,
     pub(super) dht_port: Option<u16>,
     /// Validated requests, oldest first, at most `PEER_REQUESTS_QUEUED_MAX`.
@@ -166,7 +164,6 @@ impl Session {
             peer_choking: true,
             peer_interested: false,
             peer_pieces: PeerPieces::None,
-            pieces_declared: false,
             ext: PeerExtensions::default(),
             dht_port: None,
             requests: VecDeque::new(),

@@ -181,7 +181,11 @@ fn announce_once(
                 "announced"
             );
             for addr in resp.peers {
-                if cfg.own_addrs.iter().any(|own| own.port() == addr.port() && same_host(own, &addr)) {
+                if cfg
+                    .own_addrs
+                    .iter()
+                    .any(|own| own.port() == addr.port() && same_host(own, &addr))
+                {
                     continue;
                 }
                 let cmd = SeedCommand::Connect {

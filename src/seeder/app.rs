@@ -95,7 +95,11 @@ impl SeedApp {
         if self.dialled.contains(&(info_hash, addr)) {
             return;
         }
-        let open = self.outbound.values().filter(|(h, _)| *h == info_hash).count();
+        let open = self
+            .outbound
+            .values()
+            .filter(|(h, _)| *h == info_hash)
+            .count();
         if open >= OUTBOUND_PER_TORRENT_MAX {
             return;
         }
@@ -120,7 +124,9 @@ impl SeedApp {
         }
         let mut useless = Vec::new();
         for key in ctx.keys().collect::<Vec<_>>() {
-            let Some(conn) = ctx.get_mut(key) else { continue };
+            let Some(conn) = ctx.get_mut(key) else {
+                continue;
+            };
             let Some(t) = conn.torrent() else { continue };
             let info_hash = t.served.meta.info_hash;
             let s = conn.session();
@@ -140,7 +146,11 @@ impl SeedApp {
         for key in useless {
             ctx.close(key, "peer is a seed too");
         }
-        let slots = self.cfg.upload_slots.div_ceil(self.cfg.shards.max(1)).max(1);
+        let slots = self
+            .cfg
+            .upload_slots
+            .div_ceil(self.cfg.shards.max(1))
+            .max(1);
         for (info_hash, peers) in &self.scratch_peers {
             let choker = self.chokers.entry(*info_hash).or_insert_with(|| {
                 let cfg = ChokerConfig {
@@ -208,7 +218,11 @@ impl ShardApp for SeedApp {
     }
 
     fn accept(&mut self, _peer: SocketAddr, now: Instant) -> Option<SeedConn> {
-        Some(SeedConn::inbound(self.torrents.clone(), self.cfg.local, now))
+        Some(SeedConn::inbound(
+            self.torrents.clone(),
+            self.cfg.local,
+            now,
+        ))
     }
 
     fn tick(&mut self, ctx: &mut ShardCtx<'_, SeedConn>, now: Instant) {

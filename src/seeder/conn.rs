@@ -10,7 +10,9 @@ use std::sync::Arc;
 use super::registry::ServedTorrent;
 use crate::metainfo::InfoHash;
 use crate::peer::{Event, LocalConfig, PeerError, Session};
-use crate::runtime::{BlockSend, BlockSource, CloseReason, Connection, FileId, FileSpan, FileSpans};
+use crate::runtime::{
+    BlockSend, BlockSource, CloseReason, Connection, FileId, FileSpan, FileSpans,
+};
 use crate::time::Instant;
 use crate::wire::piece_header;
 

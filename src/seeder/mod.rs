@@ -125,7 +125,11 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     tracing::info!(
         "seeding {} torrent(s) on {} with {} shard(s) ({:?})",
         registry.len(),
-        local.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+        local
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
         runtime.shard_count(),
         runtime.io_kind()
     );

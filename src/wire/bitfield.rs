@@ -62,6 +62,15 @@ impl Bitfield {
         &self.bits
     }
 
+    /// Adds every piece of `other` (same length) to this set.
+    pub fn union_with(&mut self, other: &Bitfield) {
+        debug_assert_eq!(self.len, other.len);
+        for (a, b) in self.bits.iter_mut().zip(&other.bits) {
+            *a |= *b;
+        }
+        self.ones = self.bits.iter().map(|b| b.count_ones()).sum();
+    }
+
     /// Number of pieces the set ranges over.
     pub fn len(&self) -> u32 {
         self.len

@@ -79,9 +79,16 @@ impl Drop for Proc {
     }
 }
 
+/// The last `lines` lines of `text`, at most 8 KiB (progress bars redraw with `\r`).
 fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+    let text = text.replace('\r', "\n");
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let joined = all[all.len().saturating_sub(lines)..].join("\n");
+    let cut = joined.len().saturating_sub(8192);
+    let start = (cut..joined.len())
+        .find(|&i| joined.is_char_boundary(i))
+        .unwrap_or(0);
+    joined[start..].to_string()
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -174,7 +181,19 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
 
 /// True when every file of `expected` exists in `actual` with the same SHA-256.
 pub fn same_files(expected: &Path, actual: &Path) -> bool {
+    same_files_except_empty(expected, actual, false)
+}
+
+/// Like [`same_files`]; with `empty_may_be_missing`, zero-length files may be absent
+/// (Transmission 3.00 never creates them).
+pub fn same_files_except_empty(expected: &Path, actual: &Path, empty_may_be_missing: bool) -> bool {
     list_files(expected).iter().all(|rel| {
+        let empty = fs::metadata(expected.join(rel))
+            .map(|m| m.len() == 0)
+            .unwrap_or(false);
+        if empty_may_be_missing && empty && !actual.join(rel).exists() {
+            return true;
+        }
         let got = actual.join(rel);
         got.is_file()
             && fs::metadata(&got).map(|m| m.len()).ok()
@@ -273,6 +292,32 @@ impl Opentracker {
     /// The HTTP announce URL.
     pub fn announce_url(&self) -> String {
         format!("http://127.0.0.1:{}/announce", self.http_port)
+    }
+
+    /// Leechers the tracker knows for `info_hash_hex`, from its scrape reply (0 on error).
+    pub fn leechers(&self, info_hash_hex: &str) -> u32 {
+        let escaped: String = (0..40)
+            .step_by(2)
+            .map(|i| format!("%{}", &info_hash_hex[i..i + 2]))
+            .collect();
+        let request =
+            format!("GET /scrape?info_hash={escaped} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        let reply = (|| -> std::io::Result<Vec<u8>> {
+            let mut s = TcpStream::connect(("127.0.0.1", self.http_port))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.write_all(request.as_bytes())?;
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut s, &mut out)?;
+            Ok(out)
+        })()
+        .unwrap_or_default();
+        let text = String::from_utf8_lossy(&reply);
+        text.find("10:incompletei")
+            .and_then(|at| {
+                let rest = &text[at + 14..];
+                rest[..rest.find('e')?].parse().ok()
+            })
+            .unwrap_or(0)
     }
 }
 

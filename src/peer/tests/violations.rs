@@ -89,33 +89,12 @@ fn bytes_after_the_handshake_wait_for_attach() {
 fn bad_bitfields_close_the_connection() {
     // Wrong length, spare bits set, or a second declaration of the peer's pieces.
     type Case<'a> = (&'a [Message<'a>], fn(&PeerError) -> bool);
-    let cases: [Case<'_>; 4] = [
+    let cases: [Case<'_>; 2] = [
         (&[Message::Bitfield(&[0xf8, 0])], |e| {
             matches!(e, PeerError::Wire(WireError::BitfieldLength { .. }))
         }),
         (&[Message::Bitfield(&[0xfc])], |e| {
             matches!(e, PeerError::Wire(WireError::BitfieldSpareBits))
-        }),
-        (
-            &[Message::Have { piece: 1 }, Message::Bitfield(&[0x80])],
-            |e| {
-                matches!(
-                    e,
-                    PeerError::UnexpectedMessage {
-                        what: "bitfield",
-                        ..
-                    }
-                )
-            },
-        ),
-        (&[Message::Bitfield(&[0x80]), Message::HaveAll], |e| {
-            matches!(
-                e,
-                PeerError::UnexpectedMessage {
-                    what: "have all",
-                    ..
-                }
-            )
         }),
     ];
     for (msgs, check) in cases {
@@ -123,6 +102,22 @@ fn bad_bitfields_close_the_connection() {
         let err = h.send_all(msgs).unwrap_err();
         assert!(check(&err), "{msgs:?}: {err}");
     }
+}
+
+#[test]
+fn repeated_piece_declarations_accumulate() {
+    // aria2 sends a bitfield after an earlier declaration: later ones add to what we knew.
+    let torrent = seed(5);
+    let p = |i| torrent.layout().piece(i).unwrap();
+    let mut h = Harness::active(Arc::clone(&torrent), FAST);
+    h.send_all(&[Message::Have { piece: 1 }, Message::Bitfield(&[0x80])])
+        .unwrap();
+    assert!(h.session.peer_has(p(0)) && h.session.peer_has(p(1)) && !h.session.peer_has(p(2)));
+    h.send_all(&[Message::HaveNone]).unwrap();
+    assert!(h.session.peer_has(p(1)));
+    h.send_all(&[Message::HaveAll, Message::Bitfield(&[0x00])])
+        .unwrap();
+    assert!(h.session.peer_is_seed());
 }
 
 #[test]
