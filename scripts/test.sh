@@ -12,7 +12,7 @@ cargo clippy --all-targets -- -D warnings
 
 for io in uring epoll; do
   echo "=== test suite with RINGSEED_IO=$io ==="
-  RINGSEED_IO=$io cargo test --all-targets -- --test-threads="${RINGSEED_TEST_THREADS:-2}"
+  RINGSEED_IO=$io cargo test -- --test-threads="${RINGSEED_TEST_THREADS:-2}"
 done
 
 if [ "${RINGSEED_SKIP_FUZZ:-0}" != 1 ]; then

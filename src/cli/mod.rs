@@ -6,6 +6,7 @@
 
 mod bench;
 mod create;
+mod demo;
 mod magnet;
 mod seed;
 mod size;
@@ -33,6 +34,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the demo: make a sample release, seed it, let verifying leechers fetch it.
+    Demo(demo::DemoArgs),
     /// Make a .torrent file from a file or directory (hashing on all cores).
     Create(create::CreateArgs),
     /// Seed torrents: serve their data to peers until interrupted.
@@ -50,6 +53,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Demo(a) => demo::run(a),
         Command::Create(a) => create::run_create(a),
         Command::Seed(a) => seed::run(a),
         Command::Verify(a) => create::run_verify(a),

@@ -1,0 +1,247 @@
+//! Side-by-side seeding benchmark: ringseed vs libtorrent (`high_performance_seed`) serving the
+//! same torrent to 1 and 4 verifying leechers of `ringseed bench`, in the same run.
+//!
+//! Run: `cargo bench --bench seed_vs_libtorrent` (env: `RINGSEED_BENCH_BYTES`, default 1 GiB;
+//! `RINGSEED_BENCH_REPS`, default 3; `RINGSEED_BENCH_IO`, default `uring,epoll`).
+//! Needs python3-libtorrent (Debian) under /usr/bin/python3. Loopback only; stops by itself.
+//! Prints a Markdown table of MB/s and seeder CPU seconds per GB (median of the reps).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ringseed::loadgen::{self, BenchConfig, BenchReport};
+use ringseed::metainfo::{parse_torrent, Metainfo};
+
+const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("nothing listens on {addr}");
+}
+
+fn make_data(dir: &Path, bytes: u64) -> PathBuf {
+    let data = dir.join("bench-release");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(data.join("data.bin")).unwrap());
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        for w in chunk.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            w.copy_from_slice(&x.to_le_bytes());
+        }
+        let n = left.min(chunk.len() as u64) as usize;
+        f.write_all(&chunk[..n]).unwrap();
+        left -= n as u64;
+    }
+    f.flush().unwrap();
+    data
+}
+
+fn ringseed_seeder(torrent: &Path, data: &Path, port: u16, io: &str, log: &Path) -> Guard {
+    let child = Command::new(env!("CARGO_BIN_EXE_ringseed"))
+        .arg("seed")
+        .arg(torrent)
+        .arg("--data")
+        .arg(data)
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--io",
+            io,
+            "--no-announce",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start ringseed seed");
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    Guard(child)
+}
+
+fn libtorrent_seeder(torrent: &Path, data_parent: &Path, port: u16) -> Guard {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(LT_PEER)
+        .arg("--torrent")
+        .arg(torrent)
+        .arg("--save")
+        .arg(data_parent)
+        .args([
+            "--listen-port",
+            &port.to_string(),
+            "--seed",
+            "--high-performance",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the libtorrent seeder (apt install python3-libtorrent)");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // libtorrent checks the data first (no seed_mode: it would hash on first request).
+    let seeding = lines.any(|l| l.map(|l| l.contains("\"seeding\"")).unwrap_or(false));
+    assert!(seeding, "libtorrent never reached the seeding state");
+    std::thread::spawn(move || for _ in lines {});
+    wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    Guard(child)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Row {
+    seeder: String,
+    peers: usize,
+    mb_per_s: f64,
+    seeder_cpu: f64,
+    loadgen_cpu: f64,
+}
+
+fn measure(seeder: &str, meta: &Metainfo, target: SocketAddr, pid: u32, peers: usize) -> Row {
+    let reps = env_or("RINGSEED_BENCH_REPS", 3);
+    let mut reports: Vec<BenchReport> = Vec::new();
+    for _ in 0..reps {
+        let cfg = BenchConfig {
+            peers,
+            target,
+            threads: 1,
+            pipeline: 128,
+            seeder_pid: Some(pid),
+            timeout: Duration::from_secs(300),
+        };
+        let r = loadgen::run(meta, &cfg);
+        assert!(r.ok(), "{seeder}: benchmark run failed:\n{r}");
+        reports.push(r);
+    }
+    Row {
+        seeder: seeder.to_string(),
+        peers,
+        mb_per_s: median(reports.iter().map(|r| r.mb_per_s).collect()),
+        seeder_cpu: median(
+            reports
+                .iter()
+                .map(|r| r.seeder_cpu_s_per_gb.unwrap_or(f64::NAN))
+                .collect(),
+        ),
+        loadgen_cpu: median(reports.iter().map(|r| r.loadgen_cpu_s_per_gb).collect()),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks harness-less benches to list tests.
+    }
+    let bytes = env_or("RINGSEED_BENCH_BYTES", 1 << 30);
+    let ios = std::env::var("RINGSEED_BENCH_IO").unwrap_or_else(|_| "uring,epoll".into());
+    let dir = tempfile::Builder::new()
+        .prefix("ringseed-bench-")
+        .tempdir()
+        .unwrap();
+    eprintln!("writing {} MiB of test data…", bytes >> 20);
+    let data = make_data(dir.path(), bytes);
+    let torrent = dir.path().join("bench.torrent");
+    let status = Command::new(env!("CARGO_BIN_EXE_ringseed"))
+        .arg("create")
+        .arg(&data)
+        .arg("-o")
+        .arg(&torrent)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ringseed create failed");
+    let meta = parse_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
+    eprintln!(
+        "torrent: {} pieces of {} KiB",
+        meta.info.pieces.len(),
+        meta.info.piece_length >> 10
+    );
+    let mut rows = Vec::new();
+    for io in ios.split(',') {
+        let port = free_port();
+        let log = dir.path().join(format!("seed-{io}.log"));
+        let seeder = ringseed_seeder(&torrent, &data, port, io, &log);
+        let target = format!("127.0.0.1:{port}").parse().unwrap();
+        for peers in [1, 4] {
+            let name = format!("ringseed ({io})");
+            rows.push(measure(&name, &meta, target, seeder.0.id(), peers));
+        }
+    }
+    let port = free_port();
+    let lt = libtorrent_seeder(&torrent, dir.path(), port);
+    let target = format!("127.0.0.1:{port}").parse().unwrap();
+    for peers in [1, 4] {
+        rows.push(measure(
+            "libtorrent 2.0.8 (high_performance_seed)",
+            &meta,
+            target,
+            lt.0.id(),
+            peers,
+        ));
+    }
+    drop(lt);
+    print_table(&rows, bytes);
+}
+
+fn print_table(rows: &[Row], bytes: u64) {
+    let base = |peers: usize| {
+        rows.iter()
+            .find(|r| r.peers == peers && r.seeder.starts_with("libtorrent"))
+            .map(|r| (r.mb_per_s, r.seeder_cpu))
+    };
+    println!(
+        "\n{} MiB torrent, leechers = `ringseed bench` (SHA-1 of every piece), median of {} runs\n",
+        bytes >> 20,
+        env_or("RINGSEED_BENCH_REPS", 3)
+    );
+    println!("| seeder | leechers | MB/s | seeder CPU s/GB | MB/s vs libtorrent | CPU/GB vs libtorrent | loadgen CPU s/GB |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in rows {
+        let (mb, cpu) = base(r.peers).unwrap_or((f64::NAN, f64::NAN));
+        println!(
+            "| {} | {} | {:.0} | {:.3} | {:.2}x | {:.2}x | {:.3} |",
+            r.seeder,
+            r.peers,
+            r.mb_per_s,
+            r.seeder_cpu,
+            r.mb_per_s / mb,
+            r.seeder_cpu / cpu,
+            r.loadgen_cpu
+        );
+    }
+}
