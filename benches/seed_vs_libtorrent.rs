@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ringseed::loadgen::{self, BenchConfig, BenchReport};
+use ringseed::loadgen::{self, BenchConfig, BenchReport, Verify};
 use ringseed::metainfo::{parse_torrent, Metainfo};
 
 const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
@@ -144,6 +144,7 @@ fn measure(seeder: &str, meta: &Metainfo, target: SocketAddr, pid: u32, peers: u
             pipeline: 128,
             seeder_pid: Some(pid),
             timeout: Duration::from_secs(300),
+            verify: Verify::Sha1Once,
         };
         let r = loadgen::run(meta, &cfg);
         assert!(r.ok(), "{seeder}: benchmark run failed:\n{r}");

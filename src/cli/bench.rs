@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::loadgen::{self, BenchConfig};
+use crate::loadgen::{self, BenchConfig, Verify};
 
 /// Arguments of `ringseed bench`.
 #[derive(Debug, Args)]
@@ -32,6 +32,11 @@ pub struct BenchArgs {
     /// Give up on a leecher after this many seconds.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
+    /// SHA-1 every copy of every piece. By default each piece's first copy is SHA-1 checked
+    /// and later copies (other leechers') are compared with it by XXH3-128, which is ~10x
+    /// cheaper and keeps the load generator cheaper per byte than the seeder.
+    #[arg(long)]
+    pub sha1_every_copy: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -47,6 +52,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         pipeline: args.pipeline,
         seeder_pid: args.seeder_pid,
         timeout: Duration::from_secs(args.timeout_secs),
+        verify: if args.sha1_every_copy {
+            Verify::Sha1Always
+        } else {
+            Verify::Sha1Once
+        },
     };
     let report = loadgen::run(&meta, &cfg);
     if args.json {

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::hash::{self, CreateOptions, Progress};
-use crate::loadgen::{self, BenchConfig};
+use crate::loadgen::{self, BenchConfig, Verify};
 
 /// Arguments of `ringseed demo`.
 #[derive(Debug, Args)]
@@ -116,6 +116,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         pipeline: 128,
         seeder_pid: Some(pid),
         timeout: Duration::from_secs(600),
+        verify: Verify::Sha1Once,
     };
     let report = loadgen::run(&meta, &cfg);
     println!();

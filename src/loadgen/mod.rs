@@ -11,7 +11,7 @@ mod leecher;
 
 pub use cpu::{own_cpu, process_cpu};
 pub use driver::PeerPlan;
-pub use leecher::{BenchTorrent, LeechError, Leecher};
+pub use leecher::{BenchTorrent, LeechError, Leecher, Verify};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -37,6 +37,8 @@ pub struct BenchConfig {
     pub seeder_pid: Option<u32>,
     /// Give up on a leecher after this long.
     pub timeout: Duration,
+    /// How pieces are checked.
+    pub verify: Verify,
 }
 
 /// How one leecher did.
@@ -106,6 +108,8 @@ pub struct BenchReport {
     pub seeder_cpu_s_per_gb: Option<f64>,
     /// Load generator CPU seconds per GB received.
     pub loadgen_cpu_s_per_gb: f64,
+    /// How pieces were checked.
+    pub verify: Verify,
     /// Per-leecher details.
     pub per_peer: Vec<PeerResult>,
 }
@@ -131,11 +135,12 @@ pub fn loopback_source(i: usize) -> IpAddr {
 pub fn run(meta: &Metainfo, cfg: &BenchConfig) -> BenchReport {
     let peers = cfg.peers.clamp(1, PEERS_MAX);
     let layout = meta.info.layout();
-    let torrent = Arc::new(BenchTorrent {
-        info_hash: meta.info_hash,
+    let torrent = Arc::new(BenchTorrent::new(
+        meta.info_hash,
         layout,
-        hashes: meta.info.pieces.clone(),
-    });
+        meta.info.pieces.clone(),
+        cfg.verify,
+    ));
     let count = torrent.layout.piece_count();
     let loopback = cfg.target.ip().is_loopback() && cfg.target.is_ipv4();
     let threads = cfg.threads.clamp(1, peers);
@@ -174,7 +179,9 @@ pub fn run(meta: &Metainfo, cfg: &BenchConfig) -> BenchReport {
         _ => None,
     };
     per_peer.sort_by_key(|p| p.index);
-    summarize(peers, per_peer, seconds, own, seeder_cpu)
+    let mut report = summarize(peers, per_peer, seconds, own, seeder_cpu);
+    report.verify = cfg.verify;
+    report
 }
 
 fn summarize(
@@ -211,6 +218,7 @@ fn summarize(
         } else {
             0.0
         },
+        verify: Verify::Sha1Always,
         per_peer,
     }
 }
@@ -230,7 +238,11 @@ impl std::fmt::Display for BenchReport {
             "per peer MB/s      min {:.0} / median {:.0} / max {:.0}",
             self.peer_mb_per_s_min, self.peer_mb_per_s_median, self.peer_mb_per_s_max
         )?;
-        writeln!(f, "pieces bad         {}", self.pieces_bad)?;
+        let how = match self.verify {
+            Verify::Sha1Always => "SHA-1 of every copy",
+            Verify::Sha1Once => "SHA-1 of first copies, XXH3-128 vs them for the rest",
+        };
+        writeln!(f, "pieces bad         {} (checked: {how})", self.pieces_bad)?;
         match self.seeder_cpu_s_per_gb {
             Some(c) => writeln!(f, "seeder CPU         {c:.3} s/GB")?,
             None => writeln!(f, "seeder CPU         (pass --seeder-pid to measure)")?,
