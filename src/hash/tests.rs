@@ -436,3 +436,18 @@ fn hand_built_info_with_escaping_path_is_refused_by_verify() {
     );
     assert!(matches!(err, Err(HashError::UnsafeName { .. })));
 }
+
+#[test]
+fn hand_built_info_with_wrong_hash_count_is_refused_by_verify() {
+    // An Info whose piece list does not match its files is an error, not a panic.
+    let (dir, root) = release();
+    let mut meta = create(&root, &options(16 * 1024));
+    meta.info.pieces.pop();
+    let err = verify(
+        &meta.info,
+        dir.path(),
+        &VerifyOptions::default(),
+        &Progress::new(),
+    );
+    assert!(matches!(err, Err(HashError::Metainfo(_))));
+}

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use super::pipeline::{hash_pieces, open_regular, PieceOutcome, ReadProblem};
 use super::progress::Progress;
 use super::{resolve_threads, HashError};
-use crate::metainfo::{validate_component, Info, Layout, PieceIndex};
+use crate::metainfo::{validate_component, Info, Layout, MetainfoError, PieceIndex};
 
 /// How to verify.
 #[derive(Clone, Debug, Default)]
@@ -95,6 +95,17 @@ pub fn verify(
 ) -> Result<VerifyReport, HashError> {
     let paths = file_paths(info, data_dir)?;
     let layout = info.layout();
+    if info.pieces.len() != layout.piece_count() as usize {
+        // Only a hand-built `Info` can get here; the parser checks the same thing.
+        return Err(HashError::Metainfo(MetainfoError::Invalid {
+            field: "pieces",
+            reason: format!(
+                "{} hashes for {} pieces",
+                info.pieces.len(),
+                layout.piece_count()
+            ),
+        }));
+    }
     let started = Instant::now();
     let (files, file_problems) = open_files(info, &paths);
     progress.set_total(layout.total_length());

@@ -147,6 +147,12 @@ impl Storage {
     /// Reads `block` into `buf` with `pread`; `buf.len()` must equal `block.len`.
     pub fn read_block(&self, block: BlockRef, buf: &mut [u8]) -> Result<()> {
         assert_eq!(buf.len(), block.len as usize, "buffer must fit the block");
+        // A block validated against another torrent's layout would leave part of `buf`
+        // unread, and stale bytes would go to a peer as data.
+        let (piece, offset, len) = (block.piece.get(), block.offset, block.len);
+        if self.layout.block(piece, offset, len) != Some(block) {
+            return Err(StorageError::BlockOutOfRange { piece, offset, len });
+        }
         for span in self.block_spans(block) {
             let file = self.files[span.file].as_ref().expect("non-empty file");
             let start = span.buf_offset as usize;
@@ -306,6 +312,17 @@ pub enum StorageError {
         path: PathBuf,
         /// Offset where the read found end of file.
         offset: u64,
+    },
+    /// A block that does not lie inside this torrent (a caller's bug, refused rather than
+    /// served short).
+    #[error("block (piece {piece}, offset {offset}, len {len}) is outside the torrent")]
+    BlockOutOfRange {
+        /// Piece number.
+        piece: u32,
+        /// Offset inside the piece.
+        offset: u32,
+        /// Length.
+        len: u32,
     },
     /// Any other I/O error.
     #[error("{path}: {source}")]

@@ -263,3 +263,25 @@ fn file_truncated_after_open_gives_an_error_not_garbage() {
         "{err}"
     );
 }
+
+#[test]
+fn block_from_a_larger_torrent_is_refused_not_served_short() {
+    // A BlockRef validated against another torrent's layout cannot read past this one's end.
+    let dir = tempfile::tempdir().unwrap();
+    write_files(dir.path());
+    let storage = Storage::open(
+        &info("rel", 32 * 1024, FILES),
+        dir.path(),
+        SymlinkPolicy::Follow,
+    )
+    .unwrap();
+    let bigger = Layout::new(32 * 1024, &[1 << 20]).unwrap();
+    let foreign = bigger.block(1, BLOCK_BYTES, BLOCK_BYTES).unwrap();
+    let err = storage
+        .read_block(foreign, &mut vec![0; BLOCK_BYTES as usize])
+        .unwrap_err();
+    assert!(
+        matches!(err, StorageError::BlockOutOfRange { piece: 1, .. }),
+        "{err}"
+    );
+}
