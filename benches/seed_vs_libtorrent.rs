@@ -226,7 +226,7 @@ fn print_table(rows: &[Row], bytes: u64) {
             .map(|r| (r.mb_per_s, r.seeder_cpu))
     };
     println!(
-        "\n{} MiB torrent, leechers = `ringseed bench` (SHA-1 of every piece), median of {} runs\n",
+        "\n{} MiB torrent, leechers = `ringseed bench` (first copy of each piece SHA-1, later copies XXH3-128 against it), median of {} runs\n",
         bytes >> 20,
         env_or("RINGSEED_BENCH_REPS", 3)
     );
