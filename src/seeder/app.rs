@@ -124,7 +124,8 @@ impl SeedApp {
         }
         let mut useless = Vec::new();
         for key in ctx.keys().collect::<Vec<_>>() {
-            let Some(conn) = ctx.get_mut(key) else {
+            // Read-only: `get_mut` would make the shard poll every connection for output.
+            let Some(conn) = ctx.get(key) else {
                 continue;
             };
             let Some(t) = conn.torrent() else { continue };
