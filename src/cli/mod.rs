@@ -109,7 +109,8 @@ pub fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
 pub fn read_torrent_file(path: &Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Read;
     let max = crate::bencode::Limits::TORRENT_FILE.total_bytes_max;
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut bytes = Vec::new();
     file.take(max as u64 + 1)
         .read_to_end(&mut bytes)
