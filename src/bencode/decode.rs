@@ -188,13 +188,19 @@ impl<'a> Decoder<'a> {
         let start = self.pos;
         let colon = self.find(b':')?;
         let len = parse_len(&self.input[start..colon], start)?;
-        let left = (self.input.len() - colon - 1) as u64;
-        let max = self.limits.string_bytes_max.min(left);
+        let max = self.limits.string_bytes_max;
         if len > max {
             return Err(BencodeError::StringTooLong {
                 at: start,
                 len,
                 max,
+            });
+        }
+        // Within the limit but past the end: the input was cut short (a truncated file),
+        // which "exceeds the limit of <bytes left>" would misdescribe.
+        if len > (self.input.len() - colon - 1) as u64 {
+            return Err(BencodeError::UnexpectedEnd {
+                at: self.input.len(),
             });
         }
         let from = colon + 1;

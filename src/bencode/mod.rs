@@ -40,14 +40,15 @@ pub enum BencodeError {
         /// Offset of the integer.
         at: usize,
     },
-    /// A byte string longer than the limit or than what is left of the input.
+    /// A byte string longer than the limit (one cut short by the end of input is
+    /// [`BencodeError::UnexpectedEnd`]).
     #[error("byte string of {len} bytes at byte {at} exceeds the limit of {max}")]
     StringTooLong {
         /// Offset of the string's length prefix.
         at: usize,
         /// Declared length.
         len: u64,
-        /// The limit in force (or the bytes left in the input).
+        /// The limit in force.
         max: u64,
     },
     /// Lists and dicts nested deeper than the limit.

@@ -63,10 +63,11 @@ fn integer_rules_are_enforced() {
 
 #[test]
 fn string_lengths_are_bounded() {
-    // A declared length beyond the input or the limit is refused before allocating.
+    // A declared length beyond the input or the limit is refused before allocating; one
+    // beyond the input only is reported as the input ending early (a truncated file).
     assert!(matches!(
         dec(b"5:abc"),
-        Err(BencodeError::StringTooLong { len: 5, max: 3, .. })
+        Err(BencodeError::UnexpectedEnd { at: 5 })
     ));
     let limits = Limits {
         string_bytes_max: 2,

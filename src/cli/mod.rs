@@ -63,11 +63,31 @@ pub fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            // One line: the chain of causes, outermost first.
-            eprintln!("ringseed: {e:#}");
+            eprintln!("ringseed: {}", error_line(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error as one line: its chain of causes, outermost first, joined by `: `.
+///
+/// Many of our error types already print their cause (`"{path}: {source}"`,
+/// `"not valid bencode: {0}"`) and also expose it as `source()`, so anyhow's `{:#}` would say
+/// it twice ("x: No such file: No such file"). A cause whose text the line already ends with
+/// is skipped; embedded newlines become spaces so a log line stays one line.
+pub fn error_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace(['\n', '\r'], " ")
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the default level (`info`).
@@ -84,8 +104,32 @@ fn init_logging() {
 
 /// Reads and parses a .torrent file; errors name the file and the field.
 pub fn load_torrent(path: &Path) -> anyhow::Result<Metainfo> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = read_torrent_file(path)?;
     parse_torrent(&bytes).with_context(|| format!("{} is not a valid torrent", path.display()))
+}
+
+/// Reads a .torrent file, refusing empty ones and reading no more than the parser accepts
+/// (`Limits::TORRENT_FILE`), so a huge file or `/dev/zero` is refused instead of filling memory.
+pub fn read_torrent_file(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let max = crate::bencode::Limits::TORRENT_FILE.total_bytes_max;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(max as u64 + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.is_empty() {
+        anyhow::bail!("{} is empty, not a torrent", path.display());
+    }
+    if bytes.len() > max {
+        anyhow::bail!(
+            "{} is larger than {} MiB, the most a torrent file may be",
+            path.display(),
+            max >> 20
+        );
+    }
+    Ok(bytes)
 }
 
 /// Every `.torrent` file directly inside `dir`, sorted.

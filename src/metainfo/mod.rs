@@ -128,8 +128,10 @@ pub enum MetainfoError {
         reason: String,
     },
     /// A file path that is unsafe or unusable.
-    #[error("unsafe file path {path:?}: {reason}")]
+    #[error("unsafe path {path:?} in `{field}`: {reason}")]
     UnsafePath {
+        /// The field holding it (`name`, `files.path`, ...).
+        field: &'static str,
         /// The path as found (lossy).
         path: String,
         /// What is wrong with it.

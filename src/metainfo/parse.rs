@@ -86,11 +86,12 @@ fn parse_announce_list(root: &Dict<'_>) -> Result<Vec<Vec<String>>> {
 /// Parses an info dict on its own (also used for metadata fetched over BEP 9).
 pub fn parse_info(d: &Dict<'_>) -> Result<Info> {
     let name_value = d.get(b"name").ok_or(MetainfoError::Missing("name"))?;
-    let name = match d.get(b"name.utf-8") {
-        Some(v) if v.as_str().is_some() => text(v, "name.utf-8")?,
-        _ => text(name_value, "name")?,
+    let (name, name_field) = match d.get(b"name.utf-8") {
+        Some(v) if v.as_str().is_some() => (text(v, "name.utf-8")?, "name.utf-8"),
+        _ => (text(name_value, "name")?, "name"),
     };
     validate_component(&name).map_err(|reason| MetainfoError::UnsafePath {
+        field: name_field,
         path: name.clone(),
         reason,
     })?;
@@ -186,6 +187,7 @@ fn parse_files(list: &Value<'_>) -> Result<Vec<FileEntry>> {
         // Two entries with one path would make one file's bytes overwrite the other's.
         if !seen.insert(path.clone()) {
             return Err(MetainfoError::UnsafePath {
+                field: "files.path",
                 path: path.join("/"),
                 reason: "the same path appears twice",
             });
@@ -209,6 +211,7 @@ fn parse_path(f: &Dict<'_>) -> Result<Vec<String>> {
         .ok_or_else(|| invalid(field, "not a list"))?;
     if parts.is_empty() {
         return Err(MetainfoError::UnsafePath {
+            field,
             path: String::new(),
             reason: "empty path",
         });
@@ -223,6 +226,7 @@ fn parse_path(f: &Dict<'_>) -> Result<Vec<String>> {
     for p in parts {
         let c = text(p, field)?;
         validate_component(&c).map_err(|reason| MetainfoError::UnsafePath {
+            field,
             path: lossy_join(parts),
             reason,
         })?;
@@ -250,6 +254,7 @@ fn check_prefix_collisions(files: &[FileEntry]) -> Result<()> {
     for f in files {
         if dirs.contains(&f.path[..]) {
             return Err(MetainfoError::UnsafePath {
+                field: "files.path",
                 path: f.path.join("/"),
                 reason: "a file is also used as a directory",
             });

@@ -32,6 +32,13 @@ pub const PEER_REQUESTS_OVERFLOW_MAX: u32 = 250;
 /// layout and our bitfield.
 pub const PEER_REQUESTS_INVALID_MAX: u32 = 16;
 
+/// Requests tolerated while we choke the peer, counted from our last choke, before we close.
+/// Requests that crossed our choke are a normal race, but a peer can have at most its
+/// queue (our `reqq`) in flight plus the overflow we reject: more is a peer that ignores
+/// choking, and each of its requests would cost us a `reject` to send.
+pub const PEER_REQUESTS_WHILE_CHOKED_MAX: u32 =
+    PEER_REQUESTS_QUEUED_MAX as u32 + PEER_REQUESTS_OVERFLOW_MAX;
+
 /// `ut_metadata` requests answered but not yet written out. A magnet client asks for a few
 /// pieces at a time; 64 × 16 KiB bounds what one peer can make us buffer to 1 MiB.
 pub const METADATA_REQUESTS_QUEUED_MAX: usize = 64;
@@ -94,6 +101,14 @@ pub enum PeerError {
         queued: usize,
         /// The queue limit.
         max: usize,
+    },
+    /// More requests while choked than [`PEER_REQUESTS_WHILE_CHOKED_MAX`].
+    #[error("{count} requests while choked, limit {max}")]
+    RequestsWhileChoked {
+        /// Requests received since our last choke.
+        count: u32,
+        /// The limit.
+        max: u32,
     },
     /// Too many requests for blocks that do not exist or that we do not have.
     #[error("{count} invalid requests (last {last:?}), limit {max}")]

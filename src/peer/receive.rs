@@ -7,10 +7,12 @@
 //!   `bitfield` after an earlier declaration), so declarations accumulate: a later
 //!   `bitfield`/`have all` adds to what we knew, `have none` adds nothing. A wrong-sized
 //!   bitfield still closes the connection.
-//! - Requests while we choke: rejected with BEP 6, dropped without (a request sent before
-//!   our choke arrived is a normal race, so they are not counted against the peer).
 //! - Invalid requests (outside the torrent, over 16 KiB, pieces we lack): rejected with
-//!   BEP 6, dropped without; the connection closes past `PEER_REQUESTS_INVALID_MAX`.
+//!   BEP 6, dropped without, choked or not; the connection closes past
+//!   `PEER_REQUESTS_INVALID_MAX`.
+//! - Valid requests while we choke: rejected with BEP 6, dropped without (a request sent
+//!   before our choke arrived is a normal race, so they are not counted as invalid); only
+//!   past `PEER_REQUESTS_WHILE_CHOKED_MAX` since our last choke does the connection close.
 //! - Duplicate requests are ignored; a `cancel` with BEP 6 is answered by a `reject`
 //!   ("every request gets exactly one response"), without BEP 6 it just drops the request.
 //! - Unknown message ids and extension ids we did not assign are skipped.
@@ -18,7 +20,7 @@
 use super::session::{PeerPieces, Session};
 use super::{
     PeerError, METADATA_REQUESTS_QUEUED_MAX, PEER_REQUESTS_INVALID_MAX, PEER_REQUESTS_OVERFLOW_MAX,
-    PEER_REQUESTS_QUEUED_MAX, UT_METADATA_ID,
+    PEER_REQUESTS_QUEUED_MAX, PEER_REQUESTS_WHILE_CHOKED_MAX, UT_METADATA_ID,
 };
 use crate::wire::{
     write_extended, Bitfield, ExtensionHandshake, Message, MetadataMessage, RawBlock,
@@ -147,10 +149,6 @@ impl Session {
     }
 
     fn on_request(&mut self, raw: RawBlock) -> Result<(), PeerError> {
-        if self.am_choking {
-            self.reject(raw);
-            return Ok(());
-        }
         let torrent = self.torrent.as_ref().expect("active");
         let block = torrent
             .layout()
@@ -168,6 +166,17 @@ impl Session {
             self.reject(raw);
             return Ok(());
         };
+        if self.am_choking {
+            self.requests_while_choked += 1;
+            if self.requests_while_choked > PEER_REQUESTS_WHILE_CHOKED_MAX {
+                return Err(PeerError::RequestsWhileChoked {
+                    count: self.requests_while_choked,
+                    max: PEER_REQUESTS_WHILE_CHOKED_MAX,
+                });
+            }
+            self.reject(raw);
+            return Ok(());
+        }
         if self.requests.contains(&block) {
             return Ok(());
         }

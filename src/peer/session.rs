@@ -136,6 +136,8 @@ pub struct Session {
     pub(super) requests: VecDeque<BlockRef>,
     pub(super) requests_invalid: u32,
     pub(super) requests_overflowed: u32,
+    /// Valid requests received while we choke, since our last choke.
+    pub(super) requests_while_choked: u32,
     /// `ut_metadata` replies in `control` not yet written out.
     pub(super) metadata_replies: usize,
     /// Encoded control messages waiting for `write_control`.
@@ -169,6 +171,7 @@ impl Session {
             requests: VecDeque::new(),
             requests_invalid: 0,
             requests_overflowed: 0,
+            requests_while_choked: 0,
             metadata_replies: 0,
             control: Vec::new(),
             bytes_missing: 0,
@@ -385,6 +388,7 @@ impl Session {
             }
         } else {
             Message::Unchoke.encode(&mut self.control);
+            self.requests_while_choked = 0;
         }
         self.note_output(now);
     }

@@ -12,7 +12,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 
 use slab::Slab;
 
-use super::buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES};
+use super::buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV_BUF_BYTES};
 use super::files::FileTable;
 use super::io::{Backend, Completion, FileRead, Payload, RecvBuf, SendBatch, Token};
 use super::listener::Listener;
@@ -46,6 +46,8 @@ pub(crate) struct Slot<C> {
     /// Received bytes the connection has not consumed yet (an incomplete message).
     input: Vec<u8>,
     recv_busy: bool,
+    /// Receiving waits for the peer to take our output (see `recv_unless_backlogged`).
+    recv_paused: bool,
     send_busy: bool,
     connect_busy: bool,
     reads_busy: u32,
@@ -169,6 +171,7 @@ impl<C: Connection> Core<C> {
             out: OutQueue::default(),
             input: Vec::new(),
             recv_busy: false,
+            recv_paused: false,
             send_busy: false,
             connect_busy: false,
             reads_busy: 0,
@@ -324,7 +327,7 @@ impl<C: Connection> Core<C> {
                 self.backend.recycle_recv(buf);
                 match outcome {
                     Ok(()) => {
-                        self.start_recv(index);
+                        self.recv_unless_backlogged(index);
                         let key = self.key_of(index);
                         self.mark_dirty(key);
                     }
@@ -335,6 +338,27 @@ impl<C: Connection> Core<C> {
             Err(e) => self.close(index, CloseReason::Io(e)),
         }
         self.maybe_finalize(index);
+    }
+
+    /// Receives more only while the connection's unsent output is within
+    /// [`Core::output_backlog_max`]. Its requests, cancels and metadata requests make
+    /// control replies that, from a peer that does not read them, would pile up without
+    /// bound; pausing the receive instead lets TCP push back on the peer. `pump` resumes it
+    /// once the output drains (a peer that never reads is closed by its idle timeout, as
+    /// nothing it sends is consumed any more).
+    fn recv_unless_backlogged(&mut self, index: usize) {
+        let backlogged = self.slots[index].out.unsent_bytes > self.output_backlog_max();
+        self.slots[index].recv_paused = backlogged;
+        if !backlogged {
+            self.start_recv(index);
+        }
+    }
+
+    /// Unsent output past which a connection's receive pauses: a full block allowance
+    /// (`out_bytes_max`) plus a receive buffer's worth of control replies, so a peer that
+    /// reads is never paused by its own requests' answers.
+    fn output_backlog_max(&self) -> usize {
+        self.limits.out_bytes_max + RECV_BUF_BYTES
     }
 
     /// Offers received bytes (after any carried-over ones) to the connection until it stops
@@ -532,6 +556,9 @@ impl<C: Connection> Core<C> {
             }
         }
         self.try_send(index);
+        if self.slots[index].recv_paused {
+            self.recv_unless_backlogged(index);
+        }
         self.refresh_timer(index);
     }
 

@@ -50,17 +50,27 @@ pub struct SeedOptions {
 }
 
 /// Loads every torrent named in `opts`; a torrent whose file or data is bad is refused with
-/// a logged reason naming the file, and the others still load.
+/// a logged reason naming the file, and the others still load. When none loads, the error
+/// says why: the one reason itself when a single torrent was named, else a count (each
+/// reason was logged), so the user always gets a one-line answer.
 pub fn load_registry(opts: &SeedOptions) -> anyhow::Result<Registry> {
     let mut files = Vec::new();
     for p in &opts.torrents {
         if p.is_dir() {
-            files.extend(crate::cli::torrents_in(p)?);
+            let found = crate::cli::torrents_in(p)?;
+            if found.is_empty() {
+                tracing::warn!("no .torrent file in {}", p.display());
+            }
+            files.extend(found);
         } else {
             files.push(p.clone());
         }
     }
+    if files.is_empty() {
+        anyhow::bail!("no .torrent file to seed in the paths given");
+    }
     let mut registry = Registry::default();
+    let mut refused = 0;
     for path in &files {
         match load_one(path, &opts.data) {
             Ok(t) => {
@@ -72,18 +82,29 @@ pub fn load_registry(opts: &SeedOptions) -> anyhow::Result<Registry> {
                     tracing::warn!("{} is a duplicate of a loaded torrent", path.display());
                 }
             }
-            Err(e) => tracing::error!("refusing {}: {e:#}", path.display()),
+            // With a single torrent the error below is the whole answer: do not say it twice.
+            Err(e) if files.len() == 1 => {
+                return Err(e.context(format!("refusing {}", path.display())));
+            }
+            Err(e) => {
+                refused += 1;
+                let reason = crate::cli::error_line(&e);
+                tracing::error!("refusing {}: {reason}", path.display());
+            }
         }
     }
     if registry.is_empty() {
-        anyhow::bail!("no torrent could be loaded (of {})", files.len());
+        anyhow::bail!(
+            "no torrent could be loaded: {refused} of {} refused (reasons above)",
+            files.len()
+        );
     }
     Ok(registry)
 }
 
 fn load_one(path: &Path, data: &Path) -> anyhow::Result<ServedTorrent> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let meta = parse_torrent(&bytes)?;
+    let bytes = crate::cli::read_torrent_file(path)?;
+    let meta = parse_torrent(&bytes).context("not a valid torrent")?;
     load_served(meta, path, data)
 }
 

@@ -133,6 +133,47 @@ fn requests_while_choked_are_rejected_with_fast_and_ignored_without() {
 }
 
 #[test]
+fn requests_that_ignore_our_choke_close_past_the_limit() {
+    // A choked peer may race PEER_REQUESTS_WHILE_CHOKED_MAX requests against our choke
+    // (each rejected with BEP 6); one more closes it, fast or not. Unchoking forgives.
+    for reserved in [FAST, PLAIN] {
+        let mut h = Harness::active(seed(10), reserved);
+        for _ in 0..PEER_REQUESTS_WHILE_CHOKED_MAX {
+            h.send(req(0, 0, 16384)).unwrap();
+        }
+        assert_eq!(
+            h.send(req(0, 0, 16384)),
+            Err(PeerError::RequestsWhileChoked {
+                count: PEER_REQUESTS_WHILE_CHOKED_MAX + 1,
+                max: PEER_REQUESTS_WHILE_CHOKED_MAX,
+            })
+        );
+    }
+    let mut h = unchoked(seed(10), FAST);
+    h.session.set_choked(true, h.now);
+    for _ in 0..PEER_REQUESTS_WHILE_CHOKED_MAX {
+        h.send(req(0, 0, 16384)).unwrap();
+    }
+    h.session.set_choked(false, h.now);
+    h.session.set_choked(true, h.now);
+    h.send(req(0, 0, 16384)).unwrap();
+}
+
+#[test]
+fn invalid_requests_count_while_choked_too() {
+    // Requests outside the torrent are invalid whether or not we choke: a choked peer
+    // sending them is closed after PEER_REQUESTS_INVALID_MAX, not after the choke limit.
+    let mut h = Harness::active(seed(10), FAST);
+    for _ in 0..PEER_REQUESTS_INVALID_MAX {
+        h.send(req(10, 0, 16384)).unwrap();
+    }
+    assert!(matches!(
+        h.send(req(10, 0, 16384)),
+        Err(PeerError::InvalidRequests { .. })
+    ));
+}
+
+#[test]
 fn invalid_requests_are_rejected_and_too_many_close() {
     // Requests outside the torrent, past a piece's end, over 16 KiB or for pieces we lack
     // get a reject; one more than PEER_REQUESTS_INVALID_MAX closes the connection.
