@@ -86,9 +86,16 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     tmp.write_all(bytes)?;
+    // Temporary files are created 0600; a torrent file is for sharing (a seeder may run as
+    // another user), so give it the usual 0644.
+    use std::os::unix::fs::PermissionsExt;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
+    // The rename is durable only once the directory entry is on disk.
+    std::fs::File::open(dir).and_then(|d| d.sync_all())?;
     Ok(())
 }
 
