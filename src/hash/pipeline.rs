@@ -30,7 +30,9 @@ pub enum ReadMode {
     /// [`HashError::SigbusGuardMissing`] unless [`install_sigbus_guard`](super::install_sigbus_guard)
     /// ran first, because a file that shrinks while mapped, or a disk read error on a mapped
     /// page, raises SIGBUS: the guard turns that into a one-line message and exit status 2
-    /// for the whole process, instead of a per-piece error.
+    /// for the whole process, instead of a per-piece error. `cargo bench --bench hashing`
+    /// (1 GiB in 7 files, page cache, 2 cores), create and verify as a share of cores x
+    /// single-core SHA-1: mmap 0.95-0.98, pread 0.85-0.87.
     Mmap,
 }
 
