@@ -14,7 +14,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::pipeline::{hash_pieces, open_regular, PieceOutcome};
+use super::pipeline::{hash_pieces, open_regular, PieceOutcome, ReadMode, ReadPlan};
 use super::progress::Progress;
 use super::{resolve_threads, HashError};
 use crate::metainfo::{
@@ -67,6 +67,9 @@ pub struct CreateOptions {
     pub creation_date: Option<i64>,
     /// Hashing threads; `0` means one per core.
     pub threads: usize,
+    /// How to read the files; [`ReadMode::Mmap`] needs
+    /// [`install_sigbus_guard`](super::install_sigbus_guard) first.
+    pub read_mode: ReadMode,
 }
 
 impl Default for CreateOptions {
@@ -81,6 +84,7 @@ impl Default for CreateOptions {
             private: false,
             creation_date: Some(now),
             threads: 0,
+            read_mode: ReadMode::Pread,
         }
     }
 }
@@ -96,10 +100,22 @@ struct Found {
 }
 
 /// Builds a torrent for the file or directory at `path`, hashing on all cores, and returns
-/// the `.torrent` bytes together with their parsed form.
+/// the `.torrent` bytes together with their parsed form. Writes nothing: the caller stores
+/// the bytes, after hashing is over.
 pub fn create_torrent(
     path: &Path,
     options: &CreateOptions,
+    progress: &Progress,
+) -> Result<(Vec<u8>, Metainfo), HashError> {
+    let plan = ReadPlan::for_mode(options.read_mode)?;
+    create_with_plan(path, options, plan, progress)
+}
+
+/// [`create_torrent`] reading as `plan` says (`options.read_mode` is not looked at).
+pub(crate) fn create_with_plan(
+    path: &Path,
+    options: &CreateOptions,
+    plan: ReadPlan,
     progress: &Progress,
 ) -> Result<(Vec<u8>, Metainfo), HashError> {
     let name = torrent_name(path)?;
@@ -119,7 +135,7 @@ pub fn create_torrent(
         total_bytes,
         piece_length,
     })?;
-    let pieces = hash_files(&found, &layout, options.threads, progress)?;
+    let pieces = hash_files(&found, &layout, options.threads, plan, progress)?;
     let info = Info {
         name,
         piece_length,
@@ -312,6 +328,7 @@ fn hash_files(
     found: &[Found],
     layout: &Layout,
     threads: usize,
+    plan: ReadPlan,
     progress: &Progress,
 ) -> Result<Vec<[u8; 20]>, HashError> {
     let files: Vec<Option<File>> = found
@@ -326,7 +343,7 @@ fn hash_files(
         })
         .collect::<Result<_, HashError>>()?;
     progress.set_total(layout.total_length());
-    let outcomes = hash_pieces(layout, &files, resolve_threads(threads), progress);
+    let outcomes = hash_pieces(layout, &files, resolve_threads(threads), plan, progress);
     progress.finish();
     // A file that grew or shrank while we hashed may have given us a mix of old and new bytes.
     for (file, f) in files.iter().zip(found) {

@@ -1,21 +1,25 @@
 //! SHA-1 piece hashing (BEP 3) on every core: building torrents from files (`create`) and
 //! checking data against a torrent (`verify`).
 //!
-//! Owns the parallel pipeline: one worker per core, each `pread`s its own pieces into a reused
-//! buffer and hashes them with the `sha1` crate (SHA-NI where the CPU has it). This is a shell
-//! module (threads, files, clocks); it never runs on a thread that serves peers.
+//! Owns the parallel pipeline: one worker per core, each reads its own runs of pieces (`pread`
+//! into a reused buffer, or read-only mmap windows once the SIGBUS guard is installed) and
+//! hashes them with the `sha1` crate (SHA-NI where the CPU has it). This is a shell module
+//! (threads, files, clocks); it never runs on a thread that serves peers.
 
 mod create;
+mod mmap;
 mod pipeline;
 pub mod progress;
+mod sigbus;
 mod verify;
 
 pub use create::{
     choose_piece_length, create_torrent, CreateOptions, CREATED_BY, PIECES_TARGET_MAX,
     PIECE_LENGTH_AUTO_MAX, PIECE_LENGTH_AUTO_MIN,
 };
-pub use pipeline::ReadProblem;
+pub use pipeline::{ReadMode, ReadProblem};
 pub use progress::Progress;
+pub use sigbus::{install_sigbus_guard, sigbus_guard_installed, SIGBUS_EXIT_CODE, SIGBUS_MESSAGE};
 pub use verify::{verify, BadPiece, FileProblem, PieceFault, VerifyOptions, VerifyReport};
 
 use std::path::PathBuf;
@@ -126,10 +130,16 @@ pub enum HashError {
         /// What went wrong.
         problem: ReadProblem,
     },
+    /// [`ReadMode::Mmap`] was asked for before [`install_sigbus_guard`]: without the guard a
+    /// file shrinking under a mapping would kill the process with no message.
+    #[error("mmap reading needs the SIGBUS guard: call hash::install_sigbus_guard() first")]
+    SigbusGuardMissing,
     /// The torrent could not be encoded or did not parse back.
     #[error("building the torrent: {0}")]
     Metainfo(#[from] crate::metainfo::MetainfoError),
 }
 
+#[cfg(test)]
+mod mmap_tests;
 #[cfg(test)]
 mod tests;

@@ -414,7 +414,10 @@ fn progress_counts_every_byte_once() {
     verify(
         &meta.info,
         dir.path(),
-        &VerifyOptions { threads: 3 },
+        &VerifyOptions {
+            threads: 3,
+            ..VerifyOptions::default()
+        },
         &progress,
     )
     .unwrap();

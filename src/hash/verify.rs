@@ -8,7 +8,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::pipeline::{hash_pieces, open_regular, PieceOutcome, ReadProblem};
+use super::pipeline::{hash_pieces, open_regular, PieceOutcome, ReadMode, ReadPlan, ReadProblem};
 use super::progress::Progress;
 use super::{resolve_threads, HashError};
 use crate::metainfo::{validate_component, Info, Layout, MetainfoError, PieceIndex};
@@ -18,6 +18,9 @@ use crate::metainfo::{validate_component, Info, Layout, MetainfoError, PieceInde
 pub struct VerifyOptions {
     /// Hashing threads; `0` means one per core.
     pub threads: usize,
+    /// How to read the data; [`ReadMode::Mmap`] needs
+    /// [`install_sigbus_guard`](super::install_sigbus_guard) first.
+    pub read_mode: ReadMode,
 }
 
 /// What a verification found.
@@ -93,6 +96,18 @@ pub fn verify(
     options: &VerifyOptions,
     progress: &Progress,
 ) -> Result<VerifyReport, HashError> {
+    let plan = ReadPlan::for_mode(options.read_mode)?;
+    verify_with_plan(info, data_dir, options.threads, plan, progress)
+}
+
+/// [`verify`] on `threads` workers reading as `plan` says.
+pub(crate) fn verify_with_plan(
+    info: &Info,
+    data_dir: &Path,
+    threads: usize,
+    plan: ReadPlan,
+    progress: &Progress,
+) -> Result<VerifyReport, HashError> {
     let paths = file_paths(info, data_dir)?;
     let layout = info.layout();
     if info.pieces.len() != layout.piece_count() as usize {
@@ -109,7 +124,7 @@ pub fn verify(
     let started = Instant::now();
     let (files, file_problems) = open_files(info, &paths);
     progress.set_total(layout.total_length());
-    let outcomes = hash_pieces(&layout, &files, resolve_threads(options.threads), progress);
+    let outcomes = hash_pieces(&layout, &files, resolve_threads(threads), plan, progress);
     progress.finish();
     let elapsed = started.elapsed();
     let bad_pieces = outcomes
