@@ -5,5 +5,7 @@
 //! `peer::Session` and never touches I/O, so the simulator runs it for thousands of peers.
 
 mod choker;
+mod swarm;
 
 pub use choker::{ChokerConfig, ChokerPeer, Decision, SeedChoker, DEFAULT_UPLOAD_SLOTS};
+pub use swarm::{ConnUsefulness, Disconnect, PeerSource, Swarm, SwarmConfig};

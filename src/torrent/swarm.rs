@@ -1,0 +1,443 @@
+//! Swarm management: which peers to know, dial, keep and drop (the "churn" policy).
+//!
+//! A bounded pool of candidate addresses fed by trackers, PEX, magnet hints and incoming
+//! connections; the connection count kept between a low and a high water mark; outbound
+//! connects with a timeout and exponential back-off per address; a per-IP connection limit;
+//! bans by IP; and, when every slot is taken while fresh candidates wait, the connection that
+//! is useless to both sides is dropped to make room. Sans-IO: addresses and `now` in,
+//! decisions out. Deterministic (no randomness: candidates are tried in arrival order).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::time::Instant;
+
+/// Swarm limits and timings.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct SwarmConfig {
+    /// Below this many connections (open + opening) we dial candidates.
+    pub conns_min: usize,
+    /// Never more than this many connections; incoming ones past it are refused.
+    pub conns_max: usize,
+    /// Connections per remote IP (NAT'd households share one; 127.0.0.1 tests need more).
+    pub per_ip_max: usize,
+    /// Outbound connects in flight at once (avoid SYN storms).
+    pub connecting_max: usize,
+    /// An outbound connect that has not completed after this long counts as failed.
+    pub connect_timeout: Duration,
+    /// First back-off after a failed connect; doubles per consecutive failure.
+    pub backoff_first: Duration,
+    /// Longest back-off.
+    pub backoff_max: Duration,
+    /// A candidate that failed this many times in a row is forgotten.
+    pub failures_max: u32,
+    /// Most candidate addresses remembered (oldest untried ones are evicted first).
+    pub pool_max: usize,
+    /// A connection younger than this is never dropped for being useless (give it a chance
+    /// to receive a bitfield and get unchoked).
+    pub useless_grace: Duration,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        SwarmConfig {
+            conns_min: 20,
+            conns_max: 50,
+            per_ip_max: 1,
+            connecting_max: 8,
+            connect_timeout: Duration::from_secs(10),
+            backoff_first: Duration::from_secs(15),
+            backoff_max: Duration::from_secs(30 * 60),
+            failures_max: 6,
+            pool_max: 2_000,
+            useless_grace: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where a candidate address came from (kept for logs and priorities).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PeerSource {
+    /// A tracker reply.
+    Tracker,
+    /// A PEX message from another peer (BEP 11).
+    Pex,
+    /// A magnet `x.pe` hint or a `--peer` argument.
+    Hint,
+    /// The peer connected to us.
+    Incoming,
+}
+
+#[derive(Clone, Debug)]
+struct Candidate {
+    source: PeerSource,
+    failures: u32,
+    not_before: Instant,
+}
+
+#[derive(Clone, Debug)]
+enum ConnState {
+    Connecting { deadline: Instant },
+    Connected,
+}
+
+#[derive(Clone, Debug)]
+struct Conn {
+    state: ConnState,
+    outbound: bool,
+    since: Instant,
+}
+
+/// What the torrent knows about one open connection when deciding whom to drop.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ConnUsefulness {
+    /// The connection.
+    pub addr: SocketAddr,
+    /// The peer has pieces we lack (we are or could be interested).
+    pub useful_to_us: bool,
+    /// We have pieces the peer lacks (it is or could be interested).
+    pub useful_to_them: bool,
+}
+
+/// Why a connection ended (changes what happens to the address).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Disconnect {
+    /// Ordinary end (peer left, timeout, protocol error): may be dialled again later.
+    Normal,
+    /// We dropped it as useless to both sides: back off before trying again.
+    Useless,
+    /// The peer completed too, or is a seed while we are: never redial this session.
+    NothingToTrade,
+}
+
+/// The swarm policy for one torrent; see the module docs.
+#[derive(Debug)]
+pub struct Swarm {
+    cfg: SwarmConfig,
+    candidates: HashMap<SocketAddr, Candidate>,
+    /// Candidate addresses in arrival order (may hold stale entries; skipped lazily).
+    order: VecDeque<SocketAddr>,
+    conns: HashMap<SocketAddr, Conn>,
+    per_ip: HashMap<IpAddr, usize>,
+    banned: HashSet<IpAddr>,
+    retired: HashSet<SocketAddr>,
+    own: HashSet<SocketAddr>,
+}
+
+impl Swarm {
+    /// An empty swarm.
+    pub fn new(cfg: SwarmConfig) -> Swarm {
+        Swarm {
+            cfg,
+            candidates: HashMap::new(),
+            order: VecDeque::new(),
+            conns: HashMap::new(),
+            per_ip: HashMap::new(),
+            banned: HashSet::new(),
+            retired: HashSet::new(),
+            own: HashSet::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SwarmConfig {
+        &self.cfg
+    }
+
+    /// Our own listening addresses: never dialled (trackers hand us back to ourselves).
+    pub fn set_own_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.own = addrs.into_iter().collect();
+    }
+
+    /// Open plus opening connections.
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Candidates waiting (some may be backing off).
+    pub fn candidate_count(&self) -> usize {
+        self.candidates.len()
+    }
+
+    /// Addresses of established connections (for PEX `added`).
+    pub fn connected(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.conns
+            .iter()
+            .filter(|(_, c)| matches!(c.state, ConnState::Connected))
+            .map(|(a, _)| *a)
+    }
+
+    /// True if `ip` is banned.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.banned.contains(&ip)
+    }
+
+    /// Learns candidate addresses. Known, connected, banned, retired, our own and port-0
+    /// addresses are skipped; the pool never exceeds `pool_max` (oldest untried evicted).
+    pub fn add_peers(
+        &mut self,
+        addrs: impl IntoIterator<Item = SocketAddr>,
+        source: PeerSource,
+        now: Instant,
+    ) {
+        for addr in addrs {
+            if addr.port() == 0
+                || self.own.contains(&addr)
+                || self.banned.contains(&addr.ip())
+                || self.retired.contains(&addr)
+                || self.conns.contains_key(&addr)
+                || self.candidates.contains_key(&addr)
+            {
+                continue;
+            }
+            if self.candidates.len() >= self.cfg.pool_max && !self.evict_one() {
+                return;
+            }
+            self.candidates.insert(
+                addr,
+                Candidate {
+                    source,
+                    failures: 0,
+                    not_before: now,
+                },
+            );
+            self.order.push_back(addr);
+        }
+    }
+
+    /// Drops the oldest candidate; false if none.
+    fn evict_one(&mut self) -> bool {
+        while let Some(addr) = self.order.pop_front() {
+            if self.candidates.remove(&addr).is_some() {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn ip_has_room(&self, ip: IpAddr) -> bool {
+        self.per_ip.get(&ip).copied().unwrap_or(0) < self.cfg.per_ip_max
+    }
+
+    /// The next address to dial now, if we are below `conns_min` and a candidate is ready.
+    /// The caller must follow with [`on_connecting`](Self::on_connecting).
+    pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
+        let connecting = self
+            .conns
+            .values()
+            .filter(|c| matches!(c.state, ConnState::Connecting { .. }))
+            .count();
+        if self.conns.len() >= self.cfg.conns_min || connecting >= self.cfg.connecting_max {
+            return None;
+        }
+        // One pass over the queue: ready candidates are taken, backing-off ones rotate to the
+        // back, stale entries (already removed) are dropped.
+        for _ in 0..self.order.len() {
+            let addr = self.order.pop_front()?;
+            let Some(c) = self.candidates.get(&addr) else {
+                continue;
+            };
+            if self.conns.contains_key(&addr) {
+                // Dialled by the caller directly, or already open: drop this queue entry;
+                // closing it re-queues the address.
+                continue;
+            }
+            if c.not_before <= now && self.ip_has_room(addr.ip()) {
+                return Some(addr);
+            }
+            self.order.push_back(addr);
+        }
+        None
+    }
+
+    /// We started dialling `addr` (from `poll_connect` or a caller's own choice).
+    pub fn on_connecting(&mut self, addr: SocketAddr, now: Instant) {
+        self.open(
+            addr,
+            true,
+            ConnState::Connecting {
+                deadline: now + self.cfg.connect_timeout,
+            },
+            now,
+        );
+    }
+
+    fn open(&mut self, addr: SocketAddr, outbound: bool, state: ConnState, now: Instant) {
+        if self
+            .conns
+            .insert(
+                addr,
+                Conn {
+                    state,
+                    outbound,
+                    since: now,
+                },
+            )
+            .is_none()
+        {
+            *self.per_ip.entry(addr.ip()).or_default() += 1;
+        }
+    }
+
+    /// The TCP connect to `addr` completed.
+    pub fn on_connected(&mut self, addr: SocketAddr, now: Instant) {
+        if let Some(c) = self.conns.get_mut(&addr) {
+            c.state = ConnState::Connected;
+            c.since = now;
+        }
+        if let Some(c) = self.candidates.get_mut(&addr) {
+            c.failures = 0;
+        }
+    }
+
+    /// Whether to accept an incoming connection from `addr`: not banned, below `conns_max`
+    /// and the per-IP limit. On `true` the connection is counted.
+    pub fn accept_incoming(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        if self.banned.contains(&addr.ip())
+            || self.conns.len() >= self.cfg.conns_max
+            || !self.ip_has_room(addr.ip())
+            || self.conns.contains_key(&addr)
+        {
+            return false;
+        }
+        self.open(addr, false, ConnState::Connected, now);
+        true
+    }
+
+    /// An outbound connect failed (refused, timed out): back off exponentially.
+    pub fn on_connect_failed(&mut self, addr: SocketAddr, now: Instant) {
+        self.close(addr);
+        let (first, max, failures_max) = (
+            self.cfg.backoff_first,
+            self.cfg.backoff_max,
+            self.cfg.failures_max,
+        );
+        let Some(c) = self.candidates.get_mut(&addr) else {
+            return;
+        };
+        c.failures += 1;
+        if c.failures >= failures_max {
+            self.candidates.remove(&addr);
+            return;
+        }
+        let factor = 1u32 << (c.failures - 1).min(16);
+        c.not_before = now + first.saturating_mul(factor).min(max);
+        self.order.push_back(addr);
+    }
+
+    fn close(&mut self, addr: SocketAddr) -> Option<Conn> {
+        let conn = self.conns.remove(&addr)?;
+        if let Some(n) = self.per_ip.get_mut(&addr.ip()) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_ip.remove(&addr.ip());
+            }
+        }
+        Some(conn)
+    }
+
+    /// An established connection ended.
+    pub fn on_disconnected(&mut self, addr: SocketAddr, why: Disconnect, now: Instant) {
+        let Some(conn) = self.close(addr) else {
+            return;
+        };
+        match why {
+            Disconnect::NothingToTrade => {
+                self.candidates.remove(&addr);
+                self.retired.insert(addr);
+            }
+            _ if self.banned.contains(&addr.ip()) => {}
+            Disconnect::Useless | Disconnect::Normal if conn.outbound => {
+                let delay = match why {
+                    Disconnect::Useless => self.cfg.backoff_max.min(Duration::from_secs(5 * 60)),
+                    _ => self.cfg.backoff_first,
+                };
+                let c = self.candidates.entry(addr).or_insert(Candidate {
+                    source: PeerSource::Tracker,
+                    failures: 0,
+                    not_before: now,
+                });
+                c.not_before = now + delay;
+                self.order.push_back(addr);
+            }
+            // An incoming peer's source port is ephemeral: nothing to redial.
+            _ => {}
+        }
+    }
+
+    /// Bans `ip`: forgets its candidates and refuses it from now on. Returns the open
+    /// connections to that IP, which the caller must close.
+    pub fn ban(&mut self, ip: IpAddr) -> Vec<SocketAddr> {
+        self.banned.insert(ip);
+        self.candidates.retain(|a, _| a.ip() != ip);
+        self.conns
+            .keys()
+            .filter(|a| a.ip() == ip)
+            .copied()
+            .collect()
+    }
+
+    /// Outbound connects past their timeout (the caller closes them and reports
+    /// `on_connect_failed`).
+    pub fn expired_connects(&self, now: Instant) -> Vec<SocketAddr> {
+        self.conns
+            .iter()
+            .filter(
+                |(_, c)| matches!(c.state, ConnState::Connecting { deadline } if deadline <= now),
+            )
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// When every slot is taken and a candidate is ready to replace it, the connection to
+    /// drop: one useless to both sides, connected longer than the grace period (oldest
+    /// first). `None` when nothing should be dropped.
+    pub fn choose_drop(&self, peers: &[ConnUsefulness], now: Instant) -> Option<SocketAddr> {
+        if self.conns.len() < self.cfg.conns_max {
+            return None;
+        }
+        let ready = self
+            .candidates
+            .iter()
+            .any(|(a, c)| c.not_before <= now && self.ip_has_room(a.ip()));
+        if !ready {
+            return None;
+        }
+        peers
+            .iter()
+            .filter(|p| !p.useful_to_us && !p.useful_to_them)
+            .filter_map(|p| self.conns.get(&p.addr).map(|c| (p.addr, c.since)))
+            .filter(|(_, since)| now - *since >= self.cfg.useless_grace)
+            .min_by_key(|(a, since)| (*since, *a))
+            .map(|(a, _)| a)
+    }
+
+    /// The earliest instant after `now` at which a back-off ends or a connect times out
+    /// (for the shell's timer; it should also call `poll_connect` after every disconnect).
+    pub fn next_timeout(&self, now: Instant) -> Option<Instant> {
+        let backoff = self
+            .candidates
+            .iter()
+            .filter(|(a, c)| c.not_before > now && !self.conns.contains_key(*a))
+            .map(|(_, c)| c.not_before)
+            .min();
+        let connect = self
+            .conns
+            .values()
+            .filter_map(|c| match c.state {
+                ConnState::Connecting { deadline } => Some(deadline),
+                ConnState::Connected => None,
+            })
+            .min();
+        backoff.into_iter().chain(connect).min()
+    }
+
+    /// Where a candidate came from, if it is known.
+    pub fn source(&self, addr: SocketAddr) -> Option<PeerSource> {
+        self.candidates.get(&addr).map(|c| c.source)
+    }
+}
+
+#[cfg(test)]
+mod tests;

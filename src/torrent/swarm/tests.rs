@@ -1,0 +1,181 @@
+//! Swarm policy tests in virtual time.
+
+use super::*;
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::new(IpAddr::from([10, 0, (i >> 8) as u8, i as u8]), 6881)
+}
+
+fn t(secs: u64) -> Instant {
+    Instant::from_secs(secs)
+}
+
+fn small() -> SwarmConfig {
+    SwarmConfig {
+        conns_min: 3,
+        conns_max: 4,
+        connecting_max: 2,
+        pool_max: 10,
+        ..SwarmConfig::default()
+    }
+}
+
+fn dial_all(s: &mut Swarm, now: Instant) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    while let Some(a) = s.poll_connect(now) {
+        s.on_connecting(a, now);
+        s.on_connected(a, now);
+        out.push(a);
+    }
+    out
+}
+
+#[test]
+fn dials_up_to_the_low_water_mark_in_arrival_order() {
+    // With 5 candidates and conns_min 3, exactly the first 3 are dialled.
+    let mut s = Swarm::new(small());
+    s.add_peers((0..5).map(addr), PeerSource::Tracker, t(0));
+    assert_eq!(dial_all(&mut s, t(0)), vec![addr(0), addr(1), addr(2)]);
+    assert_eq!(s.connection_count(), 3);
+}
+
+#[test]
+fn connects_in_flight_are_bounded() {
+    // No more than connecting_max connects are pending at once.
+    let mut s = Swarm::new(small());
+    s.add_peers((0..5).map(addr), PeerSource::Tracker, t(0));
+    let a = s.poll_connect(t(0)).unwrap();
+    s.on_connecting(a, t(0));
+    let b = s.poll_connect(t(0)).unwrap();
+    s.on_connecting(b, t(0));
+    assert_eq!(s.poll_connect(t(0)), None);
+}
+
+#[test]
+fn failed_connects_back_off_exponentially_then_are_forgotten() {
+    // 15 s, 30 s, 60 s … between attempts; after failures_max the address is dropped.
+    let mut s = Swarm::new(SwarmConfig {
+        failures_max: 3,
+        ..small()
+    });
+    s.add_peers([addr(1)], PeerSource::Tracker, t(0));
+    let a = s.poll_connect(t(0)).unwrap();
+    s.on_connecting(a, t(0));
+    s.on_connect_failed(a, t(0));
+    assert_eq!(s.poll_connect(t(14)), None);
+    assert_eq!(s.poll_connect(t(15)), Some(a));
+    s.on_connecting(a, t(15));
+    s.on_connect_failed(a, t(15));
+    assert_eq!(s.poll_connect(t(44)), None);
+    assert_eq!(s.poll_connect(t(45)), Some(a));
+    s.on_connecting(a, t(45));
+    s.on_connect_failed(a, t(45));
+    assert_eq!(s.candidate_count(), 0);
+}
+
+#[test]
+fn connect_timeouts_are_reported() {
+    // A connect still pending after connect_timeout is listed as expired.
+    let mut s = Swarm::new(small());
+    s.add_peers([addr(1)], PeerSource::Tracker, t(0));
+    let a = s.poll_connect(t(0)).unwrap();
+    s.on_connecting(a, t(0));
+    assert!(s.expired_connects(t(9)).is_empty());
+    assert_eq!(s.expired_connects(t(10)), vec![a]);
+    assert_eq!(s.next_timeout(t(0)), Some(t(10)));
+}
+
+#[test]
+fn per_ip_limit_applies_to_dials_and_incoming() {
+    // Two ports on one IP: only one connection with per_ip_max 1.
+    let mut s = Swarm::new(small());
+    let ip = IpAddr::from([10, 9, 9, 9]);
+    s.add_peers(
+        [SocketAddr::new(ip, 1), SocketAddr::new(ip, 2)],
+        PeerSource::Pex,
+        t(0),
+    );
+    assert_eq!(dial_all(&mut s, t(0)).len(), 1);
+    assert!(!s.accept_incoming(SocketAddr::new(ip, 40000), t(0)));
+    assert!(s.accept_incoming(addr(7), t(0)));
+}
+
+#[test]
+fn incoming_connections_stop_at_the_high_water_mark() {
+    // conns_max is a hard bound for accepted connections.
+    let mut s = Swarm::new(small());
+    for i in 0..4 {
+        assert!(s.accept_incoming(addr(i), t(0)));
+    }
+    assert!(!s.accept_incoming(addr(9), t(0)));
+}
+
+#[test]
+fn banned_ips_are_refused_and_forgotten() {
+    // A ban removes candidates, lists open connections to close, and refuses the IP later.
+    let mut s = Swarm::new(small());
+    s.add_peers([addr(1), addr(2)], PeerSource::Tracker, t(0));
+    let dialled = dial_all(&mut s, t(0));
+    assert_eq!(dialled.len(), 2);
+    assert_eq!(s.ban(addr(1).ip()), vec![addr(1)]);
+    s.on_disconnected(addr(1), Disconnect::Normal, t(1));
+    s.add_peers([addr(1)], PeerSource::Pex, t(1));
+    assert!(!s.accept_incoming(addr(1), t(1)));
+    assert!(s.poll_connect(t(100)).is_none_or(|a| a != addr(1)));
+}
+
+#[test]
+fn a_departed_peer_is_replaced_from_the_pool() {
+    // When a connection ends, the next candidate is dialled to stay at conns_min.
+    let mut s = Swarm::new(small());
+    s.add_peers((0..5).map(addr), PeerSource::Tracker, t(0));
+    dial_all(&mut s, t(0));
+    s.on_disconnected(addr(0), Disconnect::Normal, t(5));
+    assert_eq!(s.poll_connect(t(5)), Some(addr(3)));
+}
+
+#[test]
+fn useless_peer_is_dropped_only_when_full_and_others_wait() {
+    // At conns_max with a ready candidate, the oldest connection useless to both sides goes,
+    // but not before its grace period; useful peers are never chosen.
+    let mut s = Swarm::new(small());
+    for i in 0..4 {
+        assert!(s.accept_incoming(addr(i), t(0)));
+    }
+    let view = |i, us, them| ConnUsefulness {
+        addr: addr(i),
+        useful_to_us: us,
+        useful_to_them: them,
+    };
+    let peers = [
+        view(0, true, false),
+        view(1, false, false),
+        view(2, false, true),
+        view(3, false, false),
+    ];
+    assert_eq!(s.choose_drop(&peers, t(100)), None, "no candidate waits");
+    s.add_peers([addr(50)], PeerSource::Tracker, t(100));
+    assert_eq!(s.choose_drop(&peers, t(30)), None, "grace period");
+    assert_eq!(s.choose_drop(&peers, t(100)), Some(addr(1)));
+}
+
+#[test]
+fn own_and_retired_addresses_are_never_dialled() {
+    // Trackers return our own address; a peer with nothing to trade is not redialled.
+    let mut s = Swarm::new(small());
+    s.set_own_addrs([addr(9)]);
+    s.add_peers([addr(9), addr(1)], PeerSource::Tracker, t(0));
+    assert_eq!(dial_all(&mut s, t(0)), vec![addr(1)]);
+    s.on_disconnected(addr(1), Disconnect::NothingToTrade, t(1));
+    s.add_peers([addr(1)], PeerSource::Pex, t(2));
+    assert_eq!(s.poll_connect(t(1000)), None);
+}
+
+#[test]
+fn the_pool_is_bounded() {
+    // Past pool_max the oldest candidates are evicted.
+    let mut s = Swarm::new(small());
+    s.add_peers((0..100).map(addr), PeerSource::Pex, t(0));
+    assert_eq!(s.candidate_count(), 10);
+    assert_eq!(s.poll_connect(t(0)), Some(addr(90)));
+}
