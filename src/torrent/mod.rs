@@ -4,6 +4,17 @@
 //! reads peers' state as plain values plus `now` and returns decisions; it never holds a
 //! `peer::Session` and never touches I/O, so the simulator runs it for thousands of peers.
 
+mod bans;
 mod choker;
+mod leech_choker;
 
+pub use bans::{
+    Ban, BanReason, Bans, BansLimits, BansStats, Evidence, Fault, Verdict, BAD_PIECES_TO_BAN,
+    BANNED_IPS_MAX, FAILED_ATTEMPTS_MAX, FAILED_BLOCKS_MAX, IN_PROGRESS_BLOCKS_MAX,
+    PIECE_BLOCK_RECORDS_MAX, STRIKE_IPS_MAX,
+};
 pub use choker::{ChokerConfig, ChokerPeer, Decision, SeedChoker, DEFAULT_UPLOAD_SLOTS};
+pub use leech_choker::{
+    Choker, LeechChoker, LeechChokerConfig, LeechPeer, DEFAULT_NEWCOMER_WEIGHT,
+    DEFAULT_REGULAR_SLOTS,
+};
