@@ -1,11 +1,22 @@
-//! Torrent-wide policy, sans-IO: the decisions that span a torrent's connections. Today the
-//! seeding choker (who gets upload slots, BEP 3 choking algorithm); later the piece picker
-//! (rarest first, endgame), swarm management (which peers to keep or dial) and bans. Policy
+//! Torrent-wide policy, sans-IO: the decisions that span a torrent's connections: choking
+//! (seeder rule and tit-for-tat, BEP 3), the piece picker (rarest first, endgame), swarm
+//! management (which peers to keep or dial) and bans (smart-ban per IP). Policy
 //! reads peers' state as plain values plus `now` and returns decisions; it never holds a
 //! `peer::Session` and never touches I/O, so the simulator runs it for thousands of peers.
 
+mod bans;
 mod choker;
+mod leech_choker;
 mod swarm;
 
+pub use bans::{
+    Ban, BanReason, Bans, BansLimits, BansStats, Evidence, Fault, Verdict, BAD_PIECES_TO_BAN,
+    BANNED_IPS_MAX, FAILED_ATTEMPTS_MAX, FAILED_BLOCKS_MAX, IN_PROGRESS_BLOCKS_MAX,
+    PIECE_BLOCK_RECORDS_MAX, STRIKE_IPS_MAX,
+};
 pub use choker::{ChokerConfig, ChokerPeer, Decision, SeedChoker, DEFAULT_UPLOAD_SLOTS};
+pub use leech_choker::{
+    Choker, LeechChoker, LeechChokerConfig, LeechPeer, DEFAULT_NEWCOMER_WEIGHT,
+    DEFAULT_REGULAR_SLOTS,
+};
 pub use swarm::{ConnUsefulness, Disconnect, PeerSource, Swarm, SwarmConfig};
