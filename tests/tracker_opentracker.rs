@@ -102,7 +102,47 @@ fn start_tracker(allowed: &[InfoHash]) -> Tracker {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+    if let Some(first) = allowed.first() {
+        while !whitelist_loaded(port, &first.to_hex()) {
+            assert!(
+                StdInstant::now() < deadline,
+                "opentracker never loaded its whitelist: {}",
+                tracker.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     tracker
+}
+
+/// True once opentracker has loaded its whitelist: it answers listening before it has, and
+/// announces in that window are refused as "not authorized". Probes with a `stopped`
+/// announce of a made-up peer, which leaves no trace in the swarm.
+fn whitelist_loaded(port: u16, info_hash_hex: &str) -> bool {
+    use std::io::{Read, Write};
+    let escaped: String = (0..40)
+        .step_by(2)
+        .map(|i| format!("%{}", &info_hash_hex[i..i + 2]))
+        .collect();
+    let request = format!(
+        "GET /announce?info_hash={escaped}&peer_id=-PROBE-0000000000000&port=1&uploaded=0\
+         &downloaded=0&left=0&event=stopped&compact=1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    let reply = (|| -> std::io::Result<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    })();
+    match reply {
+        Ok(body) => {
+            let text = String::from_utf8_lossy(&body);
+            text.contains("200") && !text.contains("failure reason")
+        }
+        Err(_) => false,
+    }
 }
 
 fn info_hash() -> InfoHash {

@@ -286,6 +286,14 @@ impl Opentracker {
             wait_listening(addr, Duration::from_secs(10)),
             "opentracker did not start"
         );
+        if let Some(first) = info_hashes.first() {
+            assert!(
+                wait_until(Duration::from_secs(10), || whitelist_loaded(
+                    http_port, first
+                )),
+                "opentracker never loaded its whitelist"
+            );
+        }
         Opentracker { proc, http_port }
     }
 
@@ -380,5 +388,35 @@ impl Drop for TestDir {
                 eprintln!("test files kept in {}", d.keep().display());
             }
         }
+    }
+}
+
+/// True once opentracker has loaded its whitelist: it answers listening before it has, and
+/// announces in that window are refused as "not authorized". Probes with a `stopped`
+/// announce of a made-up peer, which leaves no trace in the swarm.
+pub fn whitelist_loaded(port: u16, info_hash_hex: &str) -> bool {
+    use std::io::{Read, Write};
+    let escaped: String = (0..40)
+        .step_by(2)
+        .map(|i| format!("%{}", &info_hash_hex[i..i + 2]))
+        .collect();
+    let request = format!(
+        "GET /announce?info_hash={escaped}&peer_id=-PROBE-0000000000000&port=1&uploaded=0\
+         &downloaded=0&left=0&event=stopped&compact=1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    let reply = (|| -> std::io::Result<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.write_all(request.as_bytes())?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    })();
+    match reply {
+        Ok(body) => {
+            let text = String::from_utf8_lossy(&body);
+            text.contains("200") && !text.contains("failure reason")
+        }
+        Err(_) => false,
     }
 }
