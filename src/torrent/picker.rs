@@ -597,6 +597,8 @@ impl<K: Copy + Eq + Hash> Picker<K> {
             return None;
         }
         if self.have.count() < RANDOM_FIRST_PIECES {
+            // The first hit after a random index: slightly favours pieces that follow runs
+            // the peer lacks, which is harmless for four pieces and costs no index.
             let n = self.have.len();
             let from = self.rng.random_range(0..n);
             return (0..n)
@@ -679,7 +681,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
     }
 
     /// Endgame: requests from `key` blocks others have requested and it has not, fewest
-    /// requesters first (then piece and offset order, so the result is reproducible).
+    /// requesters first (then block-table slot and block order, so it is reproducible).
     fn pick_endgame(
         &mut self,
         key: K,
@@ -698,14 +700,12 @@ impl<K: Copy + Eq + Hash> Picker<K> {
                 continue;
             }
             for (idx, block) in ap.blocks.iter().enumerate() {
-                let Block::Requested { by, extra } = *block else {
+                let Block::Requested { extra, .. } = *block else {
                     continue;
                 };
+                // `mine` holds every block this peer requests, first requester or not.
                 let offset = idx as u32 * BLOCK_BYTES;
-                if by != key
-                    && extra < u16::MAX
-                    && self.mine.binary_search(&(ap.piece, offset)).is_err()
-                {
+                if extra < u16::MAX && self.mine.binary_search(&(ap.piece, offset)).is_err() {
                     self.candidates.push((extra, slot as u32, idx as u32));
                 }
             }

@@ -193,7 +193,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
     /// The index of `block` in its piece, if it is exactly one of our 16 KiB blocks.
     pub(super) fn block_index(&self, block: BlockRef) -> Option<u32> {
         let idx = block.offset / BLOCK_BYTES;
-        let aligned = block.offset % BLOCK_BYTES == 0
+        let aligned = block.offset.is_multiple_of(BLOCK_BYTES)
             && idx < self.geometry.blocks_in_piece(block.piece)
             && block_ref(&self.geometry, block.piece, idx) == block;
         aligned.then_some(idx)
