@@ -286,8 +286,9 @@ enum Slot {
 /// peer), then, to start a piece, at the wanted pieces in rarest-first order until one the
 /// peer has: O(1) for a seed or a peer with most pieces, up to O(W) for a peer with almost
 /// none. The first [`RANDOM_FIRST_PIECES`] pieces scan from a random index, O(P) at worst.
-/// Receiving or dropping a block is O(D) (the peer's request list) plus O(B) when it empties
-/// a piece. Endgame picks are O(blocks still outstanding · log), under 5 % of the torrent.
+/// Starting a piece is O(B) (its block table). Receiving or dropping a block is O(D) (the
+/// peer's request list, searched oldest first) plus the other requesters in endgame.
+/// Endgame picks are O(blocks still outstanding · log), under 5 % of the torrent.
 #[derive(Debug)]
 pub struct Picker<K> {
     /// The torrent's geometry alone (one file of the same length): piece and block lengths.
