@@ -7,6 +7,8 @@
 mod bans;
 mod choker;
 mod leech_choker;
+mod picker;
+mod picker_avail;
 mod swarm;
 
 pub use bans::{
@@ -18,5 +20,10 @@ pub use choker::{ChokerConfig, ChokerPeer, Decision, SeedChoker, DEFAULT_UPLOAD_
 pub use leech_choker::{
     Choker, LeechChoker, LeechChokerConfig, LeechPeer, DEFAULT_NEWCOMER_WEIGHT,
     DEFAULT_REGULAR_SLOTS,
+};
+pub use picker::{
+    pipeline_depth, AllPieces, Arrival, NoPieces, Picker, PickerError, PieceState, PieceView,
+    ENDGAME_MISSING_PERCENT, ENDGAME_PIECES_MIN, PIPELINE_BDP_FACTOR, PIPELINE_DEPTH_MAX,
+    PIPELINE_DEPTH_MIN, PIPELINE_MARGIN_BLOCKS, RANDOM_FIRST_PIECES,
 };
 pub use swarm::{ConnUsefulness, Disconnect, PeerSource, Swarm, SwarmConfig};

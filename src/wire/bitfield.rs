@@ -114,6 +114,24 @@ impl Bitfield {
         self.ones += u32::from(fresh);
         fresh
     }
+
+    /// True when this set holds a piece that `other` (same length) lacks: "does the peer
+    /// have something we need", a byte at a time instead of a piece at a time.
+    pub fn has_any_missing_from(&self, other: &Bitfield) -> bool {
+        debug_assert_eq!(self.len, other.len);
+        self.bits.iter().zip(&other.bits).any(|(a, b)| a & !b != 0)
+    }
+
+    /// The piece numbers in the set, ascending; skips empty bytes whole.
+    pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
+        let bytes = self.bits.iter().enumerate().filter(|(_, &byte)| byte != 0);
+        bytes.flat_map(|(i, &byte)| {
+            let base = i as u32 * 8;
+            (0..8u32)
+                .filter(move |bit| byte & (0x80 >> bit) != 0)
+                .map(move |bit| base + bit)
+        })
+    }
 }
 
 /// The bits of the last byte that belong to real pieces (all of them when `len % 8 == 0`).
@@ -121,5 +139,26 @@ fn spare_mask_inverse(len: u32) -> u8 {
     match len % 8 {
         0 => 0xff,
         used => !(0xffu8 >> used),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_operations_see_every_piece_and_only_real_ones() {
+        // iter_ones lists exactly the set pieces; has_any_missing_from compares whole sets.
+        let mut a = Bitfield::empty(11);
+        let b = Bitfield::full(11);
+        assert_eq!(a.iter_ones().count(), 0);
+        assert!(!a.has_any_missing_from(&b));
+        assert!(b.has_any_missing_from(&a));
+        for i in [0, 7, 8, 10] {
+            a.bits[i / 8] |= 0x80 >> (i % 8);
+        }
+        assert_eq!(a.iter_ones().collect::<Vec<_>>(), vec![0, 7, 8, 10]);
+        assert_eq!(b.iter_ones().count(), 11);
+        assert!(!a.has_any_missing_from(&b));
     }
 }
