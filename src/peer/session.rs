@@ -88,7 +88,12 @@ pub(super) enum State {
 ///    block already taken by `poll_block` is still sent after a later choke: with BEP 6
 ///    that piece is the request's one response, without it peers accept a late block);
 /// 4. arms a timer at [`poll_timeout`](Self::poll_timeout) and calls
-///    [`handle_timeout`](Self::handle_timeout) when it fires.
+///    [`handle_timeout`](Self::handle_timeout) when it fires, then drains events again
+///    (timed-out requests are reported there).
+///
+/// Commands for the downloading side (`set_interested`, `request`, `cancel`, `have`,
+/// `request_metadata`, `send_pex`) only queue control messages; which blocks to request,
+/// whom to unchoke and whom to ban is the policy layer's decision, fed by the events.
 ///
 /// Nothing here allocates per block in either direction: blocks to serve are `BlockRef`s
 /// popped from a bounded queue, received blocks borrow the input, and control messages go

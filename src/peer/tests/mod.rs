@@ -3,6 +3,7 @@
 //! time.
 
 mod download;
+mod download_props;
 mod handshake;
 mod magnet;
 mod pex;

@@ -273,7 +273,7 @@ fn sending_blocks_postpones_the_keepalive() {
 }
 
 /// A message from a small alphabet with small numbers, so random sequences hit real states.
-fn arb_message() -> impl Strategy<Value = (u8, u32, u32, u32)> {
+pub(super) fn arb_message() -> impl Strategy<Value = (u8, u32, u32, u32)> {
     (
         prop::sample::select(vec![
             0u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 20, 42,
@@ -284,7 +284,7 @@ fn arb_message() -> impl Strategy<Value = (u8, u32, u32, u32)> {
     )
 }
 
-fn build((id, a, b, c): (u8, u32, u32, u32), payload: &[u8]) -> Message<'_> {
+pub(super) fn build((id, a, b, c): (u8, u32, u32, u32), payload: &[u8]) -> Message<'_> {
     let block = RawBlock {
         piece: a,
         offset: b,
