@@ -1,4 +1,6 @@
-//! What an active [`Session`] does with each message from the peer.
+//! What an active [`Session`] does with each message from the peer: dispatch, the peer's
+//! piece declarations and interest, and serving its requests. Our own requests are
+//! handled in `download.rs`, extension messages in `extension.rs`.
 //!
 //! Policy, where the BEPs leave a choice:
 //! - Fast-extension messages from a peer that did not negotiate BEP 6 close the connection
@@ -6,7 +8,8 @@
 //! - BEP 3 wants the bitfield first and once, but real clients bend it (aria2 1.36 sends a
 //!   `bitfield` after an earlier declaration), so declarations accumulate: a later
 //!   `bitfield`/`have all` adds to what we knew, `have none` adds nothing. A wrong-sized
-//!   bitfield still closes the connection.
+//!   bitfield still closes the connection. Before a magnet session knows the piece count,
+//!   declarations are kept raw and checked by `set_metadata`.
 //! - Invalid requests (outside the torrent, over 16 KiB, pieces we lack): rejected with
 //!   BEP 6, dropped without, choked or not; the connection closes past
 //!   `PEER_REQUESTS_INVALID_MAX`.
@@ -17,56 +20,59 @@
 //!   ("every request gets exactly one response"), without BEP 6 it just drops the request.
 //! - Unknown message ids and extension ids we did not assign are skipped.
 
-use super::session::{PeerPieces, Session};
+use super::event::Event;
+use super::pieces::PieceSet;
+use super::session::{MessageResult, Session};
 use super::{
-    PeerError, METADATA_REQUESTS_QUEUED_MAX, PEER_REQUESTS_INVALID_MAX, PEER_REQUESTS_OVERFLOW_MAX,
-    PEER_REQUESTS_QUEUED_MAX, PEER_REQUESTS_WHILE_CHOKED_MAX, UT_METADATA_ID,
+    PeerError, PEER_REQUESTS_INVALID_MAX, PEER_REQUESTS_OVERFLOW_MAX, PEER_REQUESTS_QUEUED_MAX,
+    PEER_REQUESTS_WHILE_CHOKED_MAX,
 };
-use crate::wire::{
-    write_extended, Bitfield, ExtensionHandshake, Message, MetadataMessage, RawBlock,
-    METADATA_PIECE_BYTES,
-};
+use crate::time::Instant;
+use crate::wire::{Bitfield, Message, RawBlock};
 
-fn unexpected(what: &'static str, why: &'static str) -> PeerError {
+pub(super) fn unexpected(what: &'static str, why: &'static str) -> PeerError {
     PeerError::UnexpectedMessage { what, why }
 }
 
 impl Session {
-    /// Handles one message while `Active`.
-    pub(super) fn on_message(&mut self, msg: Message<'_>) -> Result<(), PeerError> {
+    /// Handles one message while `Active`; returns the payload it carried, if any.
+    pub(super) fn on_message<'a>(&mut self, msg: Message<'a>, now: Instant) -> MessageResult<'a> {
         match msg {
             Message::KeepAlive | Message::Unknown { .. } => {}
-            Message::Choke => self.peer_choking = true,
-            Message::Unchoke => self.peer_choking = false,
+            Message::Choke => self.on_peer_choke(),
+            Message::Unchoke => self.on_peer_unchoke(),
             Message::Interested => self.set_peer_interested(true),
             Message::NotInterested => self.set_peer_interested(false),
             Message::Have { piece } => self.on_have(piece)?,
             Message::Bitfield(bits) => self.on_bitfield(bits)?,
             Message::HaveAll => {
                 self.require_fast("have all")?;
-                self.declare_pieces(PeerPieces::All);
+                self.declare_pieces(PieceSet::All);
             }
-            Message::HaveNone => {
-                self.require_fast("have none")?;
-                self.declare_pieces(PeerPieces::None);
-            }
+            Message::HaveNone => self.require_fast("have none")?,
             Message::Request(raw) => self.on_request(raw)?,
             Message::Cancel(raw) => self.on_cancel(raw),
-            Message::Piece { .. } => {
-                return Err(unexpected("piece", "we never requested a block"));
-            }
+            Message::Piece {
+                piece,
+                offset,
+                data,
+            } => return self.on_piece(piece, offset, data, now),
             Message::Port(port) => self.dht_port = Some(port),
-            // Hints for a downloader; a seeder has nothing to do with them.
-            Message::Suggest { .. } => self.require_fast("suggest piece")?,
-            Message::AllowedFast { .. } => self.require_fast("allowed fast")?,
-            Message::Reject(_) => {
-                self.require_fast("reject request")?;
-                // BEP 6: a reject for a request never sent SHOULD close the connection.
-                return Err(unexpected("reject request", "we never sent a request"));
+            Message::Suggest { piece } => {
+                self.require_fast("suggest piece")?;
+                self.on_suggest(piece);
             }
-            Message::Extended { id, payload } => self.on_extended(id, payload)?,
+            Message::AllowedFast { piece } => {
+                self.require_fast("allowed fast")?;
+                self.on_allowed_fast(piece);
+            }
+            Message::Reject(raw) => {
+                self.require_fast("reject request")?;
+                self.on_reject(raw)?;
+            }
+            Message::Extended { id, payload } => return self.on_extended(id, payload, now),
         }
-        Ok(())
+        Ok(None)
     }
 
     fn require_fast(&self, what: &'static str) -> Result<(), PeerError> {
@@ -80,64 +86,41 @@ impl Session {
     fn set_peer_interested(&mut self, interested: bool) {
         if self.peer_interested != interested {
             self.peer_interested = interested;
-            self.event_interest = true;
+            self.events.push_back(Event::InterestChanged { interested });
         }
     }
 
-    fn piece_count(&self) -> u32 {
-        self.torrent
-            .as_ref()
-            .expect("active")
-            .layout()
-            .piece_count()
-    }
-
-    fn declare_pieces(&mut self, pieces: PeerPieces) {
-        self.peer_pieces = match (
-            std::mem::replace(&mut self.peer_pieces, PeerPieces::None),
-            pieces,
-        ) {
-            (PeerPieces::All, _) | (_, PeerPieces::All) => PeerPieces::All,
-            (known, PeerPieces::None) => known,
-            (PeerPieces::None, new) => new,
-            (PeerPieces::Some(mut a), PeerPieces::Some(b)) => {
-                a.union_with(&b);
-                if a.is_full() {
-                    PeerPieces::All
-                } else {
-                    PeerPieces::Some(a)
-                }
-            }
+    /// Adds a bulk declaration (known piece count) and reports what it added.
+    fn declare_pieces(&mut self, declared: PieceSet) {
+        let Some(count) = self.layout().map(|l| l.piece_count()) else {
+            debug_assert_eq!(declared, PieceSet::All);
+            self.peer_pieces_pending.have_all();
+            return;
         };
+        if let Some(added) = self.peer_pieces.declare(declared, count) {
+            self.events.push_back(Event::PeerPieces { added });
+        }
     }
 
     fn on_bitfield(&mut self, bytes: &[u8]) -> Result<(), PeerError> {
-        let bits = Bitfield::from_wire(bytes, self.piece_count())?;
-        let pieces = if bits.is_full() {
-            PeerPieces::All
-        } else {
-            PeerPieces::Some(bits)
+        let Some(count) = self.layout().map(|l| l.piece_count()) else {
+            return self.peer_pieces_pending.bitfield(bytes);
         };
-        self.declare_pieces(pieces);
+        let bits = Bitfield::from_wire(bytes, count)?;
+        self.declare_pieces(PieceSet::Partial(bits));
         Ok(())
     }
 
     fn on_have(&mut self, piece: u32) -> Result<(), PeerError> {
-        let count = self.piece_count();
-        let layout = self.torrent.as_ref().expect("active").layout();
+        let Some(layout) = self.layout() else {
+            return self.peer_pieces_pending.have(piece);
+        };
+        let count = layout.piece_count();
         let index = layout
             .piece(piece)
             .ok_or(PeerError::HaveOutOfRange { piece, count })?;
-        match &mut self.peer_pieces {
-            PeerPieces::All => {}
-            PeerPieces::Some(bits) => {
-                bits.set(index);
-            }
-            none @ PeerPieces::None => {
-                let mut bits = Bitfield::empty(count);
-                bits.set(index);
-                *none = PeerPieces::Some(bits);
-            }
+        if self.peer_pieces.insert(index, count) {
+            self.events.push_back(Event::PeerHave { piece: index });
         }
         Ok(())
     }
@@ -149,11 +132,10 @@ impl Session {
     }
 
     fn on_request(&mut self, raw: RawBlock) -> Result<(), PeerError> {
-        let torrent = self.torrent.as_ref().expect("active");
-        let block = torrent
+        let block = self
             .layout()
-            .block(raw.piece, raw.offset, raw.len)
-            .filter(|b| torrent.has(b.piece));
+            .and_then(|l| l.block(raw.piece, raw.offset, raw.len))
+            .filter(|b| self.have.has(b.piece));
         let Some(block) = block else {
             self.requests_invalid += 1;
             if self.requests_invalid > PEER_REQUESTS_INVALID_MAX {
@@ -201,74 +183,5 @@ impl Session {
             self.requests.remove(i);
             self.reject(raw);
         }
-    }
-
-    fn on_extended(&mut self, id: u8, payload: &[u8]) -> Result<(), PeerError> {
-        if !self.peer_supports_extensions() {
-            return Err(unexpected(
-                "extended",
-                "the extension protocol was not negotiated",
-            ));
-        }
-        match id {
-            0 => self.on_extension_handshake(&ExtensionHandshake::decode(payload)?),
-            UT_METADATA_ID => self.on_metadata(payload)?,
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// Merges a (possibly updating, BEP 10) extension handshake: keys present replace what
-    /// we knew, `m` entries with id 0 disable an extension.
-    fn on_extension_handshake(&mut self, h: &ExtensionHandshake) {
-        if let Some(&id) = h.m.get("ut_metadata") {
-            self.ext.ut_metadata = (id != 0).then_some(id);
-        }
-        if h.v.is_some() {
-            self.ext.client.clone_from(&h.v);
-        }
-        if h.p.is_some() {
-            self.ext.listen_port = h.p;
-        }
-        if h.reqq.is_some() {
-            self.ext.reqq = h.reqq;
-        }
-    }
-
-    fn on_metadata(&mut self, payload: &[u8]) -> Result<(), PeerError> {
-        let Some(msg) = MetadataMessage::decode(payload)? else {
-            return Ok(()); // BEP 9: unknown msg_type is ignored
-        };
-        let MetadataMessage::Request { piece } = msg else {
-            // Data and rejects answer requests, and a seeder never requests metadata.
-            return Ok(());
-        };
-        let Some(their_id) = self.ext.ut_metadata else {
-            return Err(unexpected(
-                "ut_metadata request",
-                "the peer announced no ut_metadata id to answer with",
-            ));
-        };
-        if self.metadata_replies >= METADATA_REQUESTS_QUEUED_MAX {
-            return Err(PeerError::MetadataRequestFlood {
-                max: METADATA_REQUESTS_QUEUED_MAX,
-            });
-        }
-        self.metadata_replies += 1;
-        let torrent = self.torrent.as_ref().expect("active");
-        let info = torrent.info_bytes();
-        let reply = if piece < torrent.metadata_pieces() {
-            let start = piece as usize * METADATA_PIECE_BYTES;
-            let end = (start + METADATA_PIECE_BYTES).min(info.len());
-            MetadataMessage::Data {
-                piece,
-                total_size: info.len() as u32,
-                data: &info[start..end],
-            }
-        } else {
-            MetadataMessage::Reject { piece }
-        };
-        write_extended(&mut self.control, their_id, |out| reply.encode(out));
-        Ok(())
     }
 }

@@ -2,58 +2,92 @@
 
 use std::sync::Arc;
 
-use crate::metainfo::{InfoHash, Layout, Metainfo, PieceIndex};
-use crate::wire::{Bitfield, METADATA_BYTES_MAX, METADATA_PIECE_BYTES};
+use crate::bencode::{decode, Limits};
+use crate::metainfo::{parse_info, InfoHash, Layout, Metainfo, MetainfoError};
+use crate::wire::{METADATA_BYTES_MAX, METADATA_PIECE_BYTES};
 
-/// A torrent as its peer sessions see it: identity, geometry, the info dict to serve over
-/// BEP 9 and the pieces we have verified. Built once, shared by `Arc`, never mutated.
+/// A torrent as its peer sessions see it: its identity and, once known, its geometry, the
+/// info dict to serve over BEP 9 and the BEP 27 private flag. Built once, shared by `Arc`,
+/// never mutated: a magnet torrent whose metadata arrives gets a new `TorrentShared`, handed
+/// to each session with [`Session::set_metadata`](super::Session::set_metadata).
+///
+/// Which pieces we have is not here: it changes as we download, so each session keeps its
+/// own [`PieceSet`](super::PieceSet), given at attach and updated by
+/// [`Session::have`](super::Session::have).
 #[derive(Debug)]
-pub struct SeedTorrent {
+pub struct TorrentShared {
     info_hash: InfoHash,
-    layout: Layout,
-    info_bytes: Arc<[u8]>,
-    have: Bitfield,
+    metadata: Option<Metadata>,
 }
 
-impl SeedTorrent {
-    /// A torrent of which we have the pieces in `have`.
+#[derive(Debug)]
+struct Metadata {
+    layout: Layout,
+    info_bytes: Arc<[u8]>,
+    private: bool,
+}
+
+impl TorrentShared {
+    /// A torrent whose info dict we know.
     ///
     /// # Panics
-    /// If `have` is not sized to the layout's piece count, or the info dict is larger than
-    /// BEP 9 lets us serve: both are programming errors, not network input.
+    /// If the info dict is larger than BEP 9 lets us serve: the parser never produces one.
     pub fn new(
         info_hash: InfoHash,
         layout: Layout,
         info_bytes: Arc<[u8]>,
-        have: Bitfield,
-    ) -> SeedTorrent {
-        assert_eq!(
-            have.len(),
-            layout.piece_count(),
-            "bitfield sized for another torrent"
-        );
+        private: bool,
+    ) -> TorrentShared {
         assert!(
             info_bytes.len() <= METADATA_BYTES_MAX,
             "info dict too large for BEP 9"
         );
-        SeedTorrent {
+        TorrentShared {
             info_hash,
-            layout,
-            info_bytes,
-            have,
+            metadata: Some(Metadata {
+                layout,
+                info_bytes,
+                private,
+            }),
         }
     }
 
-    /// A torrent we seed completely (every piece verified).
-    pub fn complete(metainfo: &Metainfo) -> SeedTorrent {
-        let layout = metainfo.info.layout();
-        let have = Bitfield::full(layout.piece_count());
-        SeedTorrent::new(
+    /// The torrent a parsed `.torrent` file describes.
+    pub fn from_metainfo(metainfo: &Metainfo) -> TorrentShared {
+        TorrentShared::new(
             metainfo.info_hash,
-            layout,
+            metainfo.info.layout(),
             Arc::clone(&metainfo.info_bytes),
-            have,
+            metainfo.info.private,
         )
+    }
+
+    /// The torrent an info dict fetched over BEP 9 describes. The caller has checked its
+    /// SHA-1 against `info_hash` (the [`MetadataAssembler`](super::MetadataAssembler) does).
+    pub fn from_info_bytes(
+        info_hash: InfoHash,
+        info_bytes: Arc<[u8]>,
+    ) -> Result<TorrentShared, MetainfoError> {
+        let value = decode(&info_bytes, Limits::TORRENT_FILE)?;
+        let dict = value.as_dict().ok_or_else(|| MetainfoError::Invalid {
+            field: "info",
+            reason: "metadata is not a bencoded dict".into(),
+        })?;
+        let info = parse_info(dict)?;
+        Ok(TorrentShared::new(
+            info_hash,
+            info.layout(),
+            Arc::clone(&info_bytes),
+            info.private,
+        ))
+    }
+
+    /// A magnet link's torrent: only the info-hash is known.
+    pub fn magnet(info_hash: InfoHash) -> TorrentShared {
+        TorrentShared {
+            info_hash,
+            metadata: None,
+        }
     }
 
     /// SHA-1 of the info dict.
@@ -61,33 +95,30 @@ impl SeedTorrent {
         self.info_hash
     }
 
-    /// Piece geometry, used to validate requests.
-    pub fn layout(&self) -> &Layout {
-        &self.layout
+    /// True once the info dict is known.
+    pub fn has_metadata(&self) -> bool {
+        self.metadata.is_some()
     }
 
-    /// The info dict's bytes, served to magnet-link peers (BEP 9).
-    pub fn info_bytes(&self) -> &[u8] {
-        &self.info_bytes
+    /// Piece geometry, once the metadata is known.
+    pub fn layout(&self) -> Option<&Layout> {
+        self.metadata.as_ref().map(|m| &m.layout)
     }
 
-    /// Number of 16 KiB metadata pieces of the info dict.
+    /// The info dict's bytes, served to magnet-link peers (BEP 9), once known.
+    pub fn info_bytes(&self) -> Option<&[u8]> {
+        self.metadata.as_ref().map(|m| &m.info_bytes[..])
+    }
+
+    /// Number of 16 KiB metadata pieces of the info dict (0 while unknown).
     pub fn metadata_pieces(&self) -> u32 {
-        self.info_bytes.len().div_ceil(METADATA_PIECE_BYTES) as u32
+        self.info_bytes()
+            .map_or(0, |b| b.len().div_ceil(METADATA_PIECE_BYTES) as u32)
     }
 
-    /// The pieces we have.
-    pub fn have(&self) -> &Bitfield {
-        &self.have
-    }
-
-    /// True when we have `piece`.
-    pub fn has(&self, piece: PieceIndex) -> bool {
-        self.have.get(piece)
-    }
-
-    /// True when we have every piece.
-    pub fn is_complete(&self) -> bool {
-        self.have.is_full()
+    /// BEP 27 private flag: no PEX (and no DHT). False while the metadata is unknown: a
+    /// magnet link implies a torrent found without a private tracker's say-so.
+    pub fn is_private(&self) -> bool {
+        self.metadata.as_ref().is_some_and(|m| m.private)
     }
 }

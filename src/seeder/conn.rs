@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::registry::ServedTorrent;
 use crate::metainfo::InfoHash;
-use crate::peer::{Event, LocalConfig, PeerError, Session};
+use crate::peer::{Event, LocalConfig, PeerError, PieceSet, Session};
 use crate::runtime::{
     BlockSend, BlockSource, CloseReason, Connection, FileId, FileSpan, FileSpans,
 };
@@ -57,7 +57,7 @@ impl SeedConn {
         now: Instant,
     ) -> SeedConn {
         SeedConn {
-            session: Session::outbound(torrent.served.seed.clone(), local, now),
+            session: Session::outbound(torrent.served.seed.clone(), PieceSet::All, local, now),
             torrents,
             torrent: Some(torrent),
         }
@@ -79,19 +79,17 @@ impl SeedConn {
     }
 
     fn drain_events(&mut self, now: Instant) -> Result<(), CloseReason> {
+        // The shard's choker tick (every `CHOKE_TICK`) reads interest directly; a seeder
+        // never requests, so the download side's events need no answer.
         while let Some(event) = self.session.poll_event() {
-            match event {
-                Event::AttachRequested { info_hash } => {
-                    let Some(t) = self.torrents.get(&info_hash).cloned() else {
-                        return Err(CloseReason::App("unknown info-hash"));
-                    };
-                    self.session
-                        .attach(t.served.seed.clone(), now)
-                        .map_err(protocol)?;
-                    self.torrent = Some(t);
-                }
-                // The shard's choker tick (every `CHOKE_TICK`) reads interest directly.
-                Event::InterestChanged { .. } => {}
+            if let Event::AttachRequested { info_hash } = event {
+                let Some(t) = self.torrents.get(&info_hash).cloned() else {
+                    return Err(CloseReason::App("unknown info-hash"));
+                };
+                self.session
+                    .attach(t.served.seed.clone(), PieceSet::All, now)
+                    .map_err(protocol)?;
+                self.torrent = Some(t);
             }
         }
         Ok(())
@@ -102,16 +100,19 @@ impl Connection for SeedConn {
     fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<usize, CloseReason> {
         let mut used = 0;
         loop {
-            let n = self
+            let input = self
                 .session
                 .handle_input(&bytes[used..], now)
                 .map_err(protocol)?;
-            used += n;
+            used += input.used;
+            // A seeder requests nothing, so `input.received` is always `None`.
+            debug_assert!(input.received.is_none());
             let attached_before = self.torrent.is_some();
             self.drain_events(now)?;
-            // Attaching unblocks the bytes that followed the handshake: feed them again.
             let attached_now = !attached_before && self.torrent.is_some();
-            if !(attached_now && used < bytes.len()) {
+            // Input pauses for an attach (the bytes after the handshake) and when events
+            // pile up: feed the rest again until a call consumes nothing.
+            if used == bytes.len() || (input.used == 0 && !attached_now) {
                 return Ok(used);
             }
         }
@@ -124,7 +125,11 @@ impl Connection for SeedConn {
     fn poll_block(&mut self) -> Option<BlockSend> {
         let torrent = self.torrent.as_ref()?;
         let block = self.session.poll_block()?;
-        let layout = torrent.served.seed.layout();
+        let layout = torrent
+            .served
+            .seed
+            .layout()
+            .expect("seeded torrents have metadata");
         let mut spans = FileSpans::new();
         for s in layout.spans(block.piece, block.offset, block.len) {
             let file = torrent.files[s.file].expect("spans never include zero-length files");

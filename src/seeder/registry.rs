@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::metainfo::{InfoHash, Metainfo};
-use crate::peer::SeedTorrent;
+use crate::peer::TorrentShared;
 use crate::storage::{Storage, SymlinkPolicy};
 
 /// Upper bound on shards that report per-shard counters (more cores than this share slots).
@@ -20,8 +20,8 @@ pub const SHARDS_MAX: usize = 256;
 pub struct ServedTorrent {
     /// The parsed torrent file.
     pub meta: Metainfo,
-    /// What the peer sessions need (layout, info dict, our full bitfield).
-    pub seed: Arc<SeedTorrent>,
+    /// What the peer sessions need (layout, info dict); we have every piece.
+    pub seed: Arc<TorrentShared>,
     /// The open, size-checked data files.
     pub storage: Storage,
     /// Where the torrent file came from (for logs).
@@ -114,7 +114,7 @@ pub fn resolve_data_dir(meta: &Metainfo, data: &Path) -> anyhow::Result<PathBuf>
 pub fn load_served(meta: Metainfo, source: &Path, data: &Path) -> anyhow::Result<ServedTorrent> {
     let dir = resolve_data_dir(&meta, data)?;
     let storage = Storage::open(&meta.info, &dir, SymlinkPolicy::Follow)?;
-    let seed = Arc::new(SeedTorrent::complete(&meta));
+    let seed = Arc::new(TorrentShared::from_metainfo(&meta));
     Ok(ServedTorrent {
         meta,
         seed,

@@ -71,6 +71,32 @@ impl Bitfield {
         self.ones = self.bits.iter().map(|b| b.count_ones()).sum();
     }
 
+    /// The pieces of this set that are not in `other` (same length).
+    pub fn difference(&self, other: &Bitfield) -> Bitfield {
+        debug_assert_eq!(self.len, other.len);
+        let bits: Vec<u8> = self
+            .bits
+            .iter()
+            .zip(&other.bits)
+            .map(|(a, b)| a & !b)
+            .collect();
+        let ones = bits.iter().map(|b| b.count_ones()).sum();
+        Bitfield {
+            bits,
+            len: self.len,
+            ones,
+        }
+    }
+
+    /// Every piece in the set, in increasing order.
+    pub fn iter(&self) -> impl Iterator<Item = u32> + '_ {
+        self.bits.iter().enumerate().flat_map(|(i, &byte)| {
+            (0..8u32)
+                .filter(move |bit| byte & (0x80 >> bit) != 0)
+                .map(move |bit| i as u32 * 8 + bit)
+        })
+    }
+
     /// Number of pieces the set ranges over.
     pub fn len(&self) -> u32 {
         self.len

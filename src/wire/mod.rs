@@ -1,5 +1,6 @@
 //! The peer wire protocol codec: handshake and messages of BEP 3, the fast extension (BEP 6),
-//! the extension protocol (BEP 10) and metadata exchange (BEP 9), in both directions.
+//! the extension protocol (BEP 10), metadata exchange (BEP 9) and peer exchange (BEP 11), in
+//! both directions.
 //!
 //! Decoding works on a byte slice the caller owns, never copies a block payload, and says how
 //! many bytes are missing when a frame is incomplete. Every length is checked against a
@@ -9,6 +10,7 @@ mod bitfield;
 mod extension;
 mod handshake;
 mod message;
+mod pex;
 
 pub use bitfield::Bitfield;
 pub use extension::{
@@ -17,6 +19,7 @@ pub use extension::{
 };
 pub use handshake::{Handshake, Reserved, HANDSHAKE_BYTES, PROTOCOL};
 pub use message::{decode_message, piece_header, Message, MessageId, RawBlock};
+pub use pex::{PexFlags, PexMessage, PexPeer, PEX_ADDED_MAX, PEX_DROPPED_MAX};
 
 use crate::bencode::{BencodeError, Limits};
 use crate::metainfo::BLOCK_BYTES_MAX;

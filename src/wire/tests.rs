@@ -215,6 +215,25 @@ fn unknown_ids_decode_as_unknown_and_fixed_ids_as_their_message() {
 }
 
 #[test]
+fn bitfield_difference_and_iteration_name_the_right_pieces() {
+    // What a declaration adds (new minus known) and the pieces it lists, across a byte
+    // boundary and up to the last piece.
+    let layout = Layout::new(16384, &[11 * 16384]).unwrap();
+    let set = |pieces: &[u32]| {
+        let mut b = Bitfield::empty(11);
+        for &p in pieces {
+            b.set(layout.piece(p).unwrap());
+        }
+        b
+    };
+    let added = set(&[0, 7, 8, 10]).difference(&set(&[7, 9]));
+    assert_eq!(added, set(&[0, 8, 10]));
+    assert_eq!(added.count(), 3);
+    assert_eq!(added.iter().collect::<Vec<_>>(), vec![0, 8, 10]);
+    assert_eq!(Bitfield::full(11).iter().count(), 11);
+}
+
+#[test]
 fn bitfield_checks_length_and_spare_bits() {
     // A bitfield must have exactly ceil(n/8) bytes and zero bits past the last piece.
     let layout = Layout::new(16384, &[16384 * 10]).unwrap();

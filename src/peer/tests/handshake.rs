@@ -12,7 +12,7 @@ fn inbound_peer_gets_handshake_have_all_and_extension_handshake() {
     // A fast + BEP 10 peer asks for a torrent we seed: after attach we send our handshake
     // (same torrent, our bits), `have all` and an extension handshake offering ut_metadata.
     let torrent = seed(10);
-    let mut h = Harness::inbound(Arc::clone(&torrent), FAST_EXT);
+    let mut h = Harness::inbound(torrent.clone(), FAST_EXT);
     assert_eq!(
         h.events,
         vec![Event::AttachRequested {
@@ -31,6 +31,7 @@ fn inbound_peer_gets_handshake_have_all_and_extension_handshake() {
         panic!("{got:?}")
     };
     assert_eq!(ext.m.get("ut_metadata"), Some(&UT_METADATA_ID));
+    assert_eq!(ext.m.get("ut_pex"), Some(&UT_PEX_ID));
     assert_eq!(ext.metadata_size, Some(torrent.info_bytes().len() as u64));
     assert_eq!(ext.reqq, Some(PEER_REQUESTS_QUEUED_MAX as u32));
     assert_eq!(ext.v.as_deref(), Some("ringseed 0.1"));
@@ -45,7 +46,7 @@ fn peer_without_extensions_gets_a_full_bitfield_and_nothing_else() {
     // Without BEP 6 the only way to say "all pieces" is a bitfield; without BEP 10 no
     // extension handshake is sent.
     let torrent = seed(10);
-    let mut h = Harness::inbound(Arc::clone(&torrent), PLAIN);
+    let mut h = Harness::inbound(torrent.clone(), PLAIN);
     let got = h.received();
     assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[1], Got::Bitfield(vec![0xff, 0xc0]));
@@ -69,8 +70,8 @@ fn outbound_session_sends_its_handshake_first_and_checks_the_reply() {
     // and a reply for another torrent closes the connection.
     let torrent = seed(4);
     let now = Instant::from_secs(1000);
-    let session = Session::outbound(Arc::clone(&torrent), local(1), now);
-    let mut h = Harness::new(session, Arc::clone(&torrent));
+    let session = Session::outbound(Arc::clone(&torrent.shared), PieceSet::All, local(1), now);
+    let mut h = Harness::new(session, torrent.clone());
     h.flush();
     let got = h.received();
     assert!(matches!(&got[..], [Got::Handshake(hs)] if hs.info_hash == torrent.info_hash()));
@@ -78,8 +79,8 @@ fn outbound_session_sends_its_handshake_first_and_checks_the_reply() {
     assert!(h.session.is_active() && h.events.is_empty());
     assert_eq!(h.received()[0], Got::HaveAll);
 
-    let session = Session::outbound(Arc::clone(&torrent), local(1), now);
-    let mut h = Harness::new(session, Arc::clone(&torrent));
+    let session = Session::outbound(Arc::clone(&torrent.shared), PieceSet::All, local(1), now);
+    let mut h = Harness::new(session, torrent.clone());
     let other = InfoHash([0xee; 20]);
     assert_eq!(
         h.send_handshake(FAST_EXT, other),
@@ -96,7 +97,7 @@ fn two_sessions_connect_and_see_each_other_as_seeds() {
     // all` and extension handshakes, and neither is interested in the other.
     let mut pair = Pair::connect(seed(7));
     pair.drive().unwrap();
-    for s in [&pair.a, &pair.b] {
+    for s in [&pair.a.session, &pair.b.session] {
         assert!(s.is_active());
         assert!(s.peer_supports_fast() && s.peer_supports_extensions());
         assert!(s.peer_is_seed());
@@ -104,17 +105,17 @@ fn two_sessions_connect_and_see_each_other_as_seeds() {
         assert_eq!(s.client_name(), Some(CLIENT_NAME));
         assert_eq!(s.peer_reqq(), Some(PEER_REQUESTS_QUEUED_MAX as u32));
     }
-    assert_eq!(pair.a.peer_id(), Some(local(0xb).peer_id));
-    assert_eq!(pair.b.peer_id(), Some(local(0xa).peer_id));
-    assert_eq!(pair.a.direction(), Direction::Outbound);
+    assert_eq!(pair.a.session.peer_id(), Some(local(0xb).peer_id));
+    assert_eq!(pair.b.session.peer_id(), Some(local(0xa).peer_id));
+    assert_eq!(pair.a.session.direction(), Direction::Outbound);
 }
 
 #[test]
 fn connecting_to_ourselves_is_refused() {
     // Our own peer id in the reply means we dialled our own listener.
     let torrent = seed(2);
-    let mut pair = Pair::connect(Arc::clone(&torrent));
-    pair.b = Session::inbound(local(0xa), pair.now);
+    let mut pair = Pair::connect(torrent.clone());
+    pair.b.session = Session::inbound(local(0xa), pair.now);
     assert_eq!(pair.drive(), Err(PeerError::ConnectedToSelf));
 }
 
@@ -128,7 +129,7 @@ fn magnet_peer_fetches_the_whole_info_dict_over_ut_metadata() {
         info_len > 2 * 16384,
         "want a multi-piece info dict, got {info_len}"
     );
-    let mut h = Harness::active(Arc::clone(&torrent), FAST_EXT);
+    let mut h = Harness::active(torrent.clone(), FAST_EXT);
     h.send_extension_handshake().unwrap();
     let pieces = info_len.div_ceil(16384) as u32;
     let mut payload = Vec::new();

@@ -14,7 +14,7 @@ fn raw(piece: u32, offset: u32, len: u32) -> RawBlock {
 }
 
 /// An active session whose interested peer we have unchoked; greeting and unchoke read.
-fn unchoked(torrent: Arc<SeedTorrent>, reserved: Reserved) -> Harness {
+fn unchoked(torrent: TestTorrent, reserved: Reserved) -> Harness {
     let mut h = Harness::active(torrent, reserved);
     h.send(Message::Interested).unwrap();
     h.session.set_choked(false, h.now);
