@@ -151,6 +151,11 @@ impl BufferPool {
         self.inner.region.buf_bytes()
     }
 
+    /// True when `buf` came from this pool (and so lies inside its registered region).
+    pub fn owns(&self, buf: &PoolBuf) -> bool {
+        Rc::ptr_eq(&self.inner, &buf.pool)
+    }
+
     /// Base address and length of the pool's memory, for io_uring buffer registration.
     pub(crate) fn raw_region(&self) -> (*mut u8, usize) {
         (
