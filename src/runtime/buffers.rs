@@ -1,7 +1,8 @@
 //! Fixed-size buffer pools allocated once at shard start-up.
 //!
-//! Owns the memory that the kernel reads into (file blocks, socket receives). A pool never grows:
-//! when it is empty the caller gets `None` and must wait (backpressure), so memory stays bounded
+//! Owns the memory that the kernel reads into (file blocks, socket receives) and writes to files
+//! from (received blocks in the write pool). A pool never grows: when it is empty the caller
+//! gets `None` and must wait (backpressure), so memory stays bounded
 //! no matter how many peers ask for data. It must not hand the same bytes to two owners.
 
 use std::alloc::{self, Layout};
