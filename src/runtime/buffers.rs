@@ -1,7 +1,8 @@
 //! Fixed-size buffer pools allocated once at shard start-up.
 //!
-//! Owns the memory that the kernel reads into (file blocks, socket receives). A pool never grows:
-//! when it is empty the caller gets `None` and must wait (backpressure), so memory stays bounded
+//! Owns the memory that the kernel reads into (file blocks, socket receives) and writes to files
+//! from (received blocks in the write pool). A pool never grows: when it is empty the caller
+//! gets `None` and must wait (backpressure), so memory stays bounded
 //! no matter how many peers ask for data. It must not hand the same bytes to two owners.
 
 use std::alloc::{self, Layout};
@@ -149,6 +150,11 @@ impl BufferPool {
     /// Size of each buffer in bytes.
     pub fn buf_bytes(&self) -> usize {
         self.inner.region.buf_bytes()
+    }
+
+    /// True when `buf` came from this pool (and so lies inside its registered region).
+    pub fn owns(&self, buf: &PoolBuf) -> bool {
+        Rc::ptr_eq(&self.inner, &buf.pool)
     }
 
     /// Base address and length of the pool's memory, for io_uring buffer registration.

@@ -1,9 +1,10 @@
 //! The data plane of one shard: the connection slab and what happens on each completion.
 //!
 //! Owns connection slots (socket, protocol state, input carry-over, output queue, in-flight op
-//! counts, timer), the backend, the block buffer pool and the file table. It feeds completions to
-//! connections and turns their output into batched sends and file reads. It never calls the
-//! application ([`ShardApp`](super::ShardApp)); closes are queued for the shard loop to deliver.
+//! counts, timer), the backend, the block buffer pool, the file table and the disk write side. It
+//! feeds completions to connections and turns their output into batched sends and file reads. It
+//! never calls the application ([`ShardApp`](super::ShardApp)); closes, connections that want the
+//! application and finished writes are queued for the shard loop to deliver.
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,6 +14,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use slab::Slab;
 
 use super::buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV_BUF_BYTES};
+use super::disk::{Disk, DiskIo};
 use super::files::FileTable;
 use super::io::{Backend, Completion, FileRead, Payload, RecvBuf, SendBatch, Token};
 use super::listener::Listener;
@@ -55,6 +57,8 @@ pub(crate) struct Slot<C> {
     armed: Option<Instant>,
     dirty: bool,
     waiting_buf: bool,
+    /// In `Core::app_ready`, so not queued twice.
+    app_queued: bool,
 }
 
 impl<C> Slot<C> {
@@ -88,7 +92,10 @@ pub(crate) struct Core<C> {
     buf_waiters: VecDeque<ConnKey>,
     /// Finished connections for the shard loop to hand to `ShardApp::closed`.
     pub(crate) closed: Vec<(ConnKey, C, CloseReason)>,
+    /// Connections whose `wants_app` said yes, for the shard loop to hand to `conn_ready`.
+    pub(crate) app_ready: Vec<ConnKey>,
     pub(crate) files: FileTable,
+    pub(crate) disk: Disk,
     vecs: VecPool,
     /// Boxed on purpose: a batch in flight must not move (the kernel holds its iovec address).
     #[allow(clippy::vec_box)]
@@ -107,6 +114,7 @@ impl<C: Connection> Core<C> {
         listeners: Vec<Listener>,
     ) -> Core<C> {
         let block_pool = backend.block_pool().clone();
+        let disk = Disk::new(backend.write_pool().clone(), limits.syncs_max);
         Core {
             shard_index,
             backend,
@@ -117,7 +125,9 @@ impl<C: Connection> Core<C> {
             dirty: Vec::new(),
             buf_waiters: VecDeque::new(),
             closed: Vec::new(),
+            app_ready: Vec::new(),
             files: FileTable::default(),
+            disk,
             vecs: VecPool::default(),
             batches: Vec::new(),
             limits,
@@ -178,11 +188,44 @@ impl<C: Connection> Core<C> {
             armed: None,
             dirty: false,
             waiting_buf: false,
+            app_queued: false,
         });
         Ok(ConnKey {
             index: index as u32,
             generation,
         })
+    }
+
+    /// The disk side and the parts of the core it works with, borrowed apart.
+    pub(crate) fn disk_io(&mut self) -> (&mut Disk, DiskIo<'_>) {
+        let io = DiskIo {
+            backend: &mut *self.backend,
+            files: &mut self.files,
+            stats: &mut self.stats,
+        };
+        (&mut self.disk, io)
+    }
+
+    /// Queues connection `index` for `ShardApp::conn_ready` if it wants the application.
+    fn note_app(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        if slot.app_queued || !matches!(slot.phase, Phase::Open) || !slot.conn.wants_app() {
+            return;
+        }
+        slot.app_queued = true;
+        let key = self.key_of(index);
+        self.app_ready.push(key);
+    }
+
+    /// Takes the queue of connections waiting for `conn_ready`, clearing their marks.
+    pub(crate) fn take_app_ready(&mut self) -> Vec<ConnKey> {
+        let keys = std::mem::take(&mut self.app_ready);
+        for key in &keys {
+            if let Some(slot) = self.slot_mut(*key) {
+                slot.app_queued = false;
+            }
+        }
+        keys
     }
 
     /// Queues `key` to be polled for output at the end of this loop iteration.
@@ -296,6 +339,14 @@ impl<C: Connection> Core<C> {
                 let (index, seq) = untoken(token);
                 self.on_read(index, seq, buf, result);
             }
+            Completion::FileWritten { token, buf, result } => {
+                let (disk, io) = self.disk_io();
+                disk.on_written(io, token, buf, result);
+            }
+            Completion::FileSynced { token, result } => {
+                let (disk, io) = self.disk_io();
+                disk.on_synced(io, token, result);
+            }
             Completion::Accepted { .. } | Completion::Woken => {}
         }
     }
@@ -309,6 +360,7 @@ impl<C: Connection> Core<C> {
                 slot.conn.on_connected(self.now);
                 self.stats.connected += 1;
                 self.start_recv(index);
+                self.note_app(index);
                 let key = self.key_of(index);
                 self.mark_dirty(key);
             }
@@ -328,6 +380,7 @@ impl<C: Connection> Core<C> {
                 match outcome {
                     Ok(()) => {
                         self.recv_unless_backlogged(index);
+                        self.note_app(index);
                         let key = self.key_of(index);
                         self.mark_dirty(key);
                     }
@@ -417,6 +470,7 @@ impl<C: Connection> Core<C> {
         }
         match outcome {
             Ok(()) => {
+                self.note_app(index);
                 let key = self.key_of(index);
                 self.mark_dirty(key);
             }
@@ -434,7 +488,7 @@ impl<C: Connection> Core<C> {
             .pending_mut(seq)
             .expect("read for a block that is not pending");
         let file = pending.reading.take().expect("block had a read in flight");
-        self.files.finish_read(file);
+        self.files.release(file);
         if !matches!(slot.phase, Phase::Open) {
             drop(buf);
             self.maybe_finalize(index);
@@ -466,7 +520,7 @@ impl<C: Connection> Core<C> {
         let slot = &mut self.slots[index];
         let pending = slot.out.pending_mut(seq).expect("pending block");
         let (span, skip) = pending.cursor().expect("pending block not complete");
-        let Some(fd) = self.files.start_read(span.file) else {
+        let Some(fd) = self.files.acquire(span.file) else {
             self.close(
                 index,
                 CloseReason::BadBlock("block names an unknown or removed file"),
@@ -487,7 +541,7 @@ impl<C: Connection> Core<C> {
             if let Some(pending) = self.slots[index].out.pending_mut(seq) {
                 pending.reading = None;
             }
-            self.files.finish_read(span.file);
+            self.files.release(span.file);
             self.close(
                 index,
                 CloseReason::FileRead(io::Error::other(e.to_string())),
@@ -644,6 +698,7 @@ impl<C: Connection> Core<C> {
                 }
             }
             self.refresh_timer(key.index as usize);
+            self.note_app(key.index as usize);
             self.mark_dirty(key);
         }
         let slots = &self.slots;

@@ -1,7 +1,8 @@
-//! The shard's open files, named by [`FileId`], with reads in flight counted per file.
+//! The shard's open files, named by [`FileId`], with ops in flight counted per file.
 //!
-//! Owns the descriptors blocks are read from. A removed file is closed only once no read of it
-//! is in flight, so the kernel never reads a descriptor number that was closed and reused.
+//! Owns the descriptors blocks are read from and written to. A removed file is closed only once
+//! no read, write or sync of it is in flight, so the kernel never touches a descriptor number
+//! that was closed and reused.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
@@ -11,7 +12,7 @@ use super::protocol::FileId;
 #[derive(Default)]
 struct Entry {
     file: Option<File>,
-    reads_in_flight: u32,
+    ops_in_flight: u32,
     removing: bool,
 }
 
@@ -28,7 +29,7 @@ impl FileTable {
     pub(crate) fn add(&mut self, file: File) -> FileId {
         let entry = Entry {
             file: Some(file),
-            reads_in_flight: 0,
+            ops_in_flight: 0,
             removing: false,
         };
         if let Some(index) = self.free.pop() {
@@ -39,7 +40,7 @@ impl FileTable {
         FileId((self.entries.len() - 1) as u32)
     }
 
-    /// Closes `id` now, or after its last read in flight. False if `id` is not open.
+    /// Closes `id` now, or after its last op in flight. False if `id` is not open.
     pub(crate) fn remove(&mut self, id: FileId) -> bool {
         let Some(entry) = self.entries.get_mut(id.0 as usize) else {
             return false;
@@ -52,35 +53,35 @@ impl FileTable {
         true
     }
 
-    /// The descriptor to read `id` from, counting one more read in flight; `None` if `id` is
-    /// unknown or being removed.
-    pub(crate) fn start_read(&mut self, id: FileId) -> Option<RawFd> {
+    /// The descriptor of `id`, counting one more op (read, write or sync) in flight; `None` if
+    /// `id` is unknown or being removed. Pair every success with one [`FileTable::release`].
+    pub(crate) fn acquire(&mut self, id: FileId) -> Option<RawFd> {
         let entry = self.entries.get_mut(id.0 as usize)?;
         if entry.removing {
             return None;
         }
         let fd = entry.file.as_ref()?.as_raw_fd();
-        entry.reads_in_flight += 1;
+        entry.ops_in_flight += 1;
         Some(fd)
     }
 
-    /// A read of `id` completed.
-    pub(crate) fn finish_read(&mut self, id: FileId) {
+    /// An op of `id` completed.
+    pub(crate) fn release(&mut self, id: FileId) {
         let entry = &mut self.entries[id.0 as usize];
-        debug_assert!(entry.reads_in_flight > 0);
-        entry.reads_in_flight -= 1;
+        debug_assert!(entry.ops_in_flight > 0);
+        entry.ops_in_flight -= 1;
         self.release_if_done(id);
     }
 
     fn release_if_done(&mut self, id: FileId) {
         let entry = &mut self.entries[id.0 as usize];
-        if entry.removing && entry.reads_in_flight == 0 {
+        if entry.removing && entry.ops_in_flight == 0 {
             *entry = Entry::default();
             self.free.push(id.0);
         }
     }
 
-    /// Files open (including ones waiting for reads before closing).
+    /// Files open (including ones waiting for ops before closing).
     pub(crate) fn open_count(&self) -> usize {
         self.entries.iter().filter(|e| e.file.is_some()).count()
     }
@@ -91,18 +92,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn removed_file_closes_after_its_last_read() {
-        // A file with a read in flight stays open until that read finishes; its id is reused.
+    fn removed_file_closes_after_its_last_op() {
+        // A file with an op in flight stays open until that op finishes; its id is reused.
         let mut table = FileTable::default();
         let id = table.add(tempfile::tempfile().unwrap());
-        assert!(table.start_read(id).is_some());
+        assert!(table.acquire(id).is_some());
         assert!(table.remove(id));
-        assert!(
-            table.start_read(id).is_none(),
-            "no new reads of a removed file"
-        );
+        assert!(table.acquire(id).is_none(), "no new ops on a removed file");
         assert_eq!(table.open_count(), 1);
-        table.finish_read(id);
+        table.release(id);
         assert_eq!(table.open_count(), 0);
         assert!(!table.remove(id));
         assert_eq!(table.add(tempfile::tempfile().unwrap()), id);

@@ -2,11 +2,13 @@
 //!
 //! Owns threads, sockets, files and the clock for the protocol core: each shard is a pinned
 //! thread with its own backend, `SO_REUSEPORT` listener, connection slab, buffer pools and
-//! timers, driving [`Connection`]s and a [`ShardApp`]. No locks on the data path; other threads
+//! timers, driving [`Connection`]s and a [`ShardApp`], and writing and syncing the blocks the
+//! app asks it to ([`ShardCtx::write_block`]). No locks on the data path; other threads
 //! reach a shard through a bounded command queue and an eventfd. Start here: [`spawn_shards`].
 
 mod buffers;
 mod core;
+mod disk;
 mod files;
 mod io;
 mod listener;
@@ -24,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV_BUF_BYTES};
+pub use disk::{DiskError, IoTag};
 pub use io::{probe_uring, IoKind, IO_ENV_VAR, SEND_BYTES_MAX, SEND_IOVECS_MAX};
 pub use listener::{Listener, LISTEN_BACKLOG};
 pub use mailbox::{Mailboxes, COMMANDS_QUEUED_MAX};
@@ -305,6 +308,7 @@ fn run_shard<A: ShardApp>(
     let backend_config = io::BackendConfig {
         recv_bufs: limits.recv_bufs,
         block_bufs: limits.block_bufs,
+        write_bufs: limits.write_bufs,
         ops_max: limits.ops_max(listeners.len()),
     };
     let built = io::build(io, backend_config).and_then(|backend| {

@@ -1,5 +1,6 @@
 //! The contract between a shard and the protocol it drives: [`Connection`] (one peer, sans-IO)
-//! and [`ShardApp`] (the shard-wide policy: accepting, connecting out, periodic work).
+//! and [`ShardApp`] (the shard-wide policy: accepting, connecting out, periodic work, what to do
+//! with received blocks and finished disk writes).
 //!
 //! Owns the types that cross that line (blocks to serve, file spans, close reasons, keys). It must
 //! not know BitTorrent: the runtime moves bytes and blocks, the implementor decides what they mean.
@@ -11,6 +12,7 @@ use std::time::Duration;
 use crate::time::Instant;
 
 use super::buffers::{BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES};
+use super::disk::{DiskError, IoTag};
 use super::shard::ShardCtx;
 
 /// Most file spans one block may cover. A 16 KiB block crosses a file boundary only when files
@@ -291,6 +293,26 @@ pub trait Connection {
 
     /// An outbound connection finished its TCP handshake (inbound ones start connected).
     fn on_connected(&mut self, _now: Instant) {}
+
+    /// True when the connection holds something only the application can act on, typically
+    /// received blocks to write to disk. Asked after every input, timeout, send completion and
+    /// connect; when true the shard calls [`ShardApp::conn_ready`] (once per loop iteration,
+    /// before polling output), which takes the work out through
+    /// [`ShardCtx::get_mut`](super::ShardCtx::get_mut).
+    ///
+    /// Received blocks: `handle_input` borrows the shard's receive buffer, so a block must be
+    /// copied out before `handle_input` returns. Copy it into a buffer of
+    /// [`ShardCtx::write_pool`](super::ShardCtx::write_pool) (a handle the application gives
+    /// the connection when it builds it): that copy is the only one, as the write goes from
+    /// that buffer straight to the file. Reading a block straight off the socket into a pool
+    /// buffer would save it, but needs the runtime to know the protocol's framing and forbids
+    /// receiving a block together with the messages around it; a 16 KiB memcpy is small next
+    /// to the write itself. Keep at most as many blocks requested as write buffers are free
+    /// ([`BufferPool::free_count`](super::BufferPool::free_count)): an empty pool is the
+    /// application's backpressure signal.
+    fn wants_app(&self) -> bool {
+        false
+    }
 }
 
 /// Shard-wide hooks: which connections to accept, periodic work over many connections, commands
@@ -323,6 +345,38 @@ pub trait ShardApp: 'static {
 
     /// A connection closed (or an outbound connect failed); its state is handed back.
     fn closed(&mut self, _key: ConnKey, _conn: Self::Conn, _reason: &CloseReason, _now: Instant) {}
+
+    /// Connection `key` said [`Connection::wants_app`] after its latest event: take what it
+    /// holds (e.g. received blocks, then [`ShardCtx::write_block`]) through `ctx.get_mut(key)`.
+    fn conn_ready(&mut self, _key: ConnKey, _ctx: &mut ShardCtx<'_, Self::Conn>, _now: Instant) {}
+
+    /// A block write accepted by [`ShardCtx::write_block`] finished: every byte is in the page
+    /// cache (not yet durable: see [`ShardCtx::sync_files`]), or the write failed. Called
+    /// exactly once per accepted write, also while the shard stops.
+    fn write_done(
+        &mut self,
+        _tag: IoTag,
+        _result: Result<(), DiskError>,
+        _ctx: &mut ShardCtx<'_, Self::Conn>,
+        _now: Instant,
+    ) {
+    }
+
+    /// A [`ShardCtx::sync_files`] request finished: the data of every file named is on stable
+    /// storage, or the first failure. Called exactly once per accepted request.
+    fn sync_done(
+        &mut self,
+        _tag: IoTag,
+        _result: Result<(), DiskError>,
+        _ctx: &mut ShardCtx<'_, Self::Conn>,
+        _now: Instant,
+    ) {
+    }
+
+    /// The shard is stopping: last chance to start writes and syncs (e.g. sync the files
+    /// written since the last resume save). Connections are closed right after; the shard then
+    /// waits a bounded time for every write and sync in flight and delivers their completions.
+    fn stopping(&mut self, _ctx: &mut ShardCtx<'_, Self::Conn>, _now: Instant) {}
 }
 
 #[cfg(test)]

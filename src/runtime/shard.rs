@@ -1,7 +1,7 @@
 //! The shard loop: one thread, one backend, one application; completions in, sends out.
 //!
-//! Owns the loop order (commands, tick, timers, output, wait, completions), accepting, the
-//! application context [`ShardCtx`] and the shard's limits and counters. The data-plane work per
+//! Owns the loop order (commands, tick, timers, application events, output, wait, completions),
+//! accepting, the application context [`ShardCtx`] and the shard's limits and counters. The data-plane work per
 //! completion lives in `core.rs`.
 
 use std::fs::File;
@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::buffers::BLOCK_BYTES_MAX;
+use super::buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX};
 use super::core::{Core, Phase};
+use super::disk::{DiskError, DiskEvent, IoTag};
 use super::io::{Completion, Token};
 use super::listener::{self, Listener};
 use super::mailbox::Inbox;
-use super::protocol::{CloseReason, ConnKey, FileId, ShardApp};
+use super::protocol::{CloseReason, ConnKey, FileId, FileSpans, ShardApp};
 use crate::time::{Clock, Instant};
 
 /// Longest the loop sleeps without checking the stop flag, so shutdown takes at most this long
@@ -29,9 +30,14 @@ const COMMANDS_PER_ITERATION: usize = 64;
 /// How long shutdown waits for connections' in-flight ops before giving up on them.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(1);
 
+/// How long shutdown waits for disk writes and syncs in flight. Longer than for sockets: an
+/// fdatasync of many dirty pages on a slow disk takes seconds, and letting it finish is what
+/// lets the application save resume data that covers those pieces.
+const SHUTDOWN_DISK_DRAIN: Duration = Duration::from_secs(30);
+
 /// Per-shard bounds. Every one caps memory: together they bound a shard's footprint at about
-/// `recv_bufs * 32 KiB + block_bufs * 16 KiB + conns_max * (out_bytes_max + input_bytes_max)`
-/// in the worst case (output queues mostly point into the block pool, so far less in practice).
+/// `recv_bufs * 32 KiB + (block_bufs + write_bufs) * 16 KiB + conns_max * (out_bytes_max +
+/// input_bytes_max)` in the worst case (output queues mostly point into the block pool, so far less in practice).
 #[derive(Copy, Clone, Debug)]
 pub struct ShardLimits {
     /// Connections open or opening at once; accepts past it are closed at once.
@@ -40,6 +46,11 @@ pub struct ShardLimits {
     pub recv_bufs: usize,
     /// Block buffers (16 KiB each) for disk reads. Block polling waits when all are in use.
     pub block_bufs: usize,
+    /// Write buffers (16 KiB each, [`ShardCtx::write_pool`]): received blocks waiting for or
+    /// being written. Also the bound on writes in flight, since each holds one.
+    pub write_bufs: usize,
+    /// fdatasync ops in flight at once; more files in [`ShardCtx::sync_files`] wait their turn.
+    pub syncs_max: usize,
     /// Unsent output bytes per connection past which `poll_block` is not called: the
     /// backpressure that keeps a slow peer from holding more than this.
     pub out_bytes_max: usize,
@@ -53,6 +64,11 @@ impl Default for ShardLimits {
             conns_max: 16 * 1024,
             recv_bufs: 512,
             block_bufs: 2048,
+            // 4 MiB: a 1 Gbit/s download writes ~8,000 blocks a second, each in the page cache
+            // within microseconds, so this is mostly room for blocks the application holds.
+            write_bufs: 256,
+            // Enough to sync every file of a piece that spans many small files in one go.
+            syncs_max: 64,
             // 16 blocks: enough to keep a 1 Gbit/s, 2 ms-RTT peer busy; memory is 256 KiB x peers
             // only if every peer stalls, and then it is capped by `block_bufs` anyway.
             out_bytes_max: 16 * (BLOCK_BYTES_MAX + 13),
@@ -64,9 +80,10 @@ impl Default for ShardLimits {
 
 impl ShardLimits {
     /// Op table size that can never be exceeded: per connection one receive, one send and one
-    /// connect; one read per block buffer; listeners and the wake-up read.
+    /// connect; one read per block buffer; one write per write buffer; `syncs_max` syncs;
+    /// listeners and the wake-up read.
     pub(crate) fn ops_max(&self, listeners: usize) -> usize {
-        3 * self.conns_max + self.block_bufs + listeners + 8
+        3 * self.conns_max + self.block_bufs + self.write_bufs + self.syncs_max + listeners + 8
     }
 }
 
@@ -91,6 +108,14 @@ pub struct ShardStats {
     pub blocks_read: u64,
     /// Times a block waited because the block pool was empty.
     pub block_buf_waits: u64,
+    /// Blocks written to disk (every span).
+    pub blocks_written: u64,
+    /// Bytes written to disk.
+    pub bytes_written: u64,
+    /// Block writes that failed.
+    pub write_errors: u64,
+    /// fdatasync ops completed (one per file per request).
+    pub syncs: u64,
     /// Largest unsent output any connection had.
     pub unsent_bytes_high: usize,
 }
@@ -102,7 +127,17 @@ impl ShardStats {
 }
 
 /// What the application may do to a shard from its hooks: reach connections by key, connect
-/// out, close, register files, read counters.
+/// out, close, register files, write and sync blocks, read counters.
+///
+/// Writing a received block, durably (the order a downloader needs before announcing a piece):
+/// 1. the connection copies the block into a buffer of [`write_pool`](Self::write_pool) and
+///    says [`wants_app`](super::Connection::wants_app);
+/// 2. in [`ShardApp::conn_ready`] the application takes the buffer and calls
+///    [`write_block`](Self::write_block) with the block's file spans;
+/// 3. [`ShardApp::write_done`] reports it in the page cache; once every block of a piece is
+///    written (and the piece verified), [`sync_files`](Self::sync_files) on its files;
+/// 4. [`ShardApp::sync_done`] reports the piece durable: now announce it and record it for
+///    resume.
 pub struct ShardCtx<'a, C> {
     pub(crate) core: &'a mut Core<C>,
 }
@@ -210,6 +245,48 @@ impl<C: super::Connection> ShardCtx<'_, C> {
         self.core.files.open_count()
     }
 
+    /// The pool write buffers come from: [`write_block`](Self::write_block) takes only its
+    /// buffers. A cheap handle (shared, single-threaded): give one to each connection that
+    /// receives blocks. Its [`free_count`](BufferPool::free_count) is the backpressure measure.
+    pub fn write_pool(&self) -> BufferPool {
+        self.core.disk.pool().clone()
+    }
+
+    /// Writes `buf[..spans.total_len()]` to `spans` in order (a block may cross files; files
+    /// must have been opened writable). `Ok` means exactly one [`ShardApp::write_done`] with
+    /// `tag` follows; an `Err` is a caller bug (empty or oversized spans, a buffer not from
+    /// [`write_pool`](Self::write_pool), an unknown file) and nothing was written. The buffer
+    /// returns to the pool when the write finishes. Writes in flight are bounded by the pool.
+    pub fn write_block(
+        &mut self,
+        spans: FileSpans,
+        buf: PoolBuf,
+        tag: IoTag,
+    ) -> Result<(), DiskError> {
+        let (disk, io) = self.core.disk_io();
+        disk.write_block(io, spans, buf, tag)
+    }
+
+    /// Makes the data of `files` durable (fdatasync each; at most
+    /// [`ShardLimits::syncs_max`] in flight, the rest queued). Covers every write whose
+    /// [`ShardApp::write_done`] was delivered before this call; writes still in flight may or
+    /// may not be included. `Ok` means exactly one [`ShardApp::sync_done`] with `tag` follows
+    /// (an empty list completes at once); `Err` only for an unknown file, and nothing started.
+    pub fn sync_files(&mut self, files: &[FileId], tag: IoTag) -> Result<(), DiskError> {
+        let (disk, io) = self.core.disk_io();
+        disk.sync_files(io, files, tag)
+    }
+
+    /// Block writes accepted and not yet reported by `write_done`.
+    pub fn writes_in_flight(&self) -> usize {
+        self.core.disk.writes_in_flight()
+    }
+
+    /// `sync_files` requests accepted and not yet reported by `sync_done`.
+    pub fn syncs_pending(&self) -> usize {
+        self.core.disk.syncs_pending()
+    }
+
     /// This shard's counters.
     pub fn stats(&self) -> &ShardStats {
         &self.core.stats
@@ -302,6 +379,7 @@ impl<A: ShardApp> Shard<A> {
             }
             self.core.fire_timers();
             self.core.serve_buf_waiters();
+            self.deliver_app_events();
             self.core.pump_dirty();
             self.deliver_closed();
             let timeout = self.wait_timeout();
@@ -314,6 +392,9 @@ impl<A: ShardApp> Shard<A> {
     }
 
     fn wait_timeout(&self) -> Duration {
+        if !self.core.app_ready.is_empty() || !self.core.disk.events.is_empty() {
+            return Duration::ZERO; // queued by the application's own hooks: deliver them now
+        }
         let now = self.core.now;
         let mut until = self.next_tick;
         if let Some(deadline) = self.core.next_deadline() {
@@ -385,6 +466,39 @@ impl<A: ShardApp> Shard<A> {
         }
     }
 
+    /// Hands connections that want the application to `conn_ready`, then finished writes and
+    /// syncs to `write_done`/`sync_done`. Work the hooks queue (e.g. an empty `sync_files`) waits
+    /// for the next iteration, which then does not sleep.
+    fn deliver_app_events(&mut self) {
+        let now = self.core.now;
+        for key in self.core.take_app_ready() {
+            if self
+                .core
+                .slot(key)
+                .is_some_and(|s| matches!(s.phase, Phase::Open))
+            {
+                let ctx = &mut ShardCtx {
+                    core: &mut self.core,
+                };
+                self.app.conn_ready(key, ctx, now);
+            }
+        }
+        self.deliver_disk_events();
+    }
+
+    fn deliver_disk_events(&mut self) {
+        let now = self.core.now;
+        for event in std::mem::take(&mut self.core.disk.events) {
+            let ctx = &mut ShardCtx {
+                core: &mut self.core,
+            };
+            match event {
+                DiskEvent::Written { tag, result } => self.app.write_done(tag, result, ctx, now),
+                DiskEvent::Synced { tag, result } => self.app.sync_done(tag, result, ctx, now),
+            }
+        }
+    }
+
     fn deliver_closed(&mut self) {
         let now = self.core.now;
         for (key, conn, reason) in self.core.closed.drain(..) {
@@ -392,14 +506,33 @@ impl<A: ShardApp> Shard<A> {
         }
     }
 
-    /// Closes every connection and waits (bounded) for their ops to finish.
+    /// Lets the application start its last writes, closes every connection and waits (bounded)
+    /// for connection ops and disk ops to finish, delivering disk completions to the application.
     fn shutdown(&mut self) {
+        self.core.now = self.parts.clock.now();
+        let now = self.core.now;
+        self.app.stopping(
+            &mut ShardCtx {
+                core: &mut self.core,
+            },
+            now,
+        );
         let indices: Vec<usize> = self.core.slots.iter().map(|(i, _)| i).collect();
         for index in indices {
             self.core.close(index, CloseReason::Shutdown);
         }
-        let deadline = self.parts.clock.now() + SHUTDOWN_DRAIN;
-        while !self.core.slots.is_empty() && self.parts.clock.now() < deadline {
+        let start = self.parts.clock.now();
+        let (deadline, disk_deadline) = (start + SHUTDOWN_DRAIN, start + SHUTDOWN_DISK_DRAIN);
+        loop {
+            self.core.now = self.parts.clock.now();
+            self.deliver_disk_events();
+            let conns_left = !self.core.slots.is_empty() && self.core.now < deadline;
+            let disk = &self.core.disk;
+            let disk_left =
+                disk.writes_in_flight() + disk.syncs_pending() > 0 && self.core.now < disk_deadline;
+            if !conns_left && !disk_left {
+                break;
+            }
             if let Err(e) = self.core.backend.wait(&mut self.completions, HEARTBEAT) {
                 tracing::warn!(
                     shard = self.core.shard_index,
@@ -415,6 +548,15 @@ impl<A: ShardApp> Shard<A> {
                 shard = self.core.shard_index,
                 "{} connections still had ops in flight at shutdown",
                 self.core.slots.len()
+            );
+        }
+        let disk = &self.core.disk;
+        if disk.writes_in_flight() + disk.syncs_pending() > 0 {
+            tracing::warn!(
+                shard = self.core.shard_index,
+                "{} block writes and {} syncs unfinished at shutdown",
+                disk.writes_in_flight(),
+                disk.syncs_pending()
             );
         }
     }

@@ -1,9 +1,10 @@
-//! A torrent's data files as the seeder sees them: opened read-only under a data directory,
-//! checked against the torrent's file list, and turned into `(fd, offset, len)` reads per block.
+//! A torrent's data files: for seeding ([`Storage`]) opened read-only under a data directory,
+//! checked against the torrent's file list, and turned into `(fd, offset, len)` reads per block;
+//! for downloading ([`DownloadStorage`]) created sparse and opened read-write, with resume data
+//! ([`resume`]) that says which pieces are already verified and durable.
 //!
-//! Owns path resolution (nothing may leave the data directory) and the file handles; the
-//! runtime reads through the raw fds (io_uring) or [`Storage::read_block`] (epoll, tests).
-//! Never creates, writes or truncates a file.
+//! Owns path resolution (nothing may leave the data or output directory) and the file handles;
+//! the runtime reads and writes through them. [`Storage`] never creates, writes or truncates.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
@@ -11,6 +12,11 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::metainfo::{validate_component, BlockRef, Info, Layout};
+
+mod download;
+pub mod resume;
+
+pub use download::{DownloadStorage, FileStat, Preallocate, Prepared};
 
 /// Whether a data file reached through a symbolic link may live outside the data directory.
 ///
@@ -323,6 +329,25 @@ pub enum StorageError {
         offset: u32,
         /// Length.
         len: u32,
+    },
+    /// A symbolic link where the torrent needs a directory or a file of a download: refused,
+    /// so nothing is ever created or written outside the output directory.
+    #[error("{path}: is a symbolic link; downloads never write through links")]
+    Symlink {
+        /// Full path.
+        path: PathBuf,
+    },
+    /// Something other than a directory where the torrent needs one.
+    #[error("{path}: not a directory")]
+    NotDirectory {
+        /// Full path.
+        path: PathBuf,
+    },
+    /// The torrent names this path twice, or as a file and as a directory of another file.
+    #[error("{path}: named twice in the torrent (two files, or a file and a directory)")]
+    PathClash {
+        /// The path relative to the output directory.
+        path: PathBuf,
     },
     /// Any other I/O error.
     #[error("{path}: {source}")]

@@ -22,6 +22,7 @@ fn backend(kind: IoKind, recv_bufs: usize) -> Box<dyn Backend> {
     let cfg = BackendConfig {
         recv_bufs,
         block_bufs: 16,
+        write_bufs: 4,
         ops_max: 64,
     };
     build(kind, cfg).expect("backend")
@@ -291,4 +292,92 @@ fn accepts_connects_and_wakeups_complete() {
         assert!(!done.is_empty());
         drop(io); // drains in-flight accept and wake-up ops before `listener` and `efd` close
     }
+}
+
+/// Waits for the single completion of a file op.
+fn one_completion(io: &mut dyn Backend) -> Completion {
+    let mut done = wait_for(io, |c| !c.is_empty());
+    assert_eq!(done.len(), 1, "one op, one completion");
+    done.remove(0)
+}
+
+#[test]
+fn file_write_lands_at_the_file_offset_and_reads_back() {
+    // A write of part of a pool buffer puts exactly those bytes at the file offset, past the
+    // end of a short file too, leaving a hole of zeros; the buffer comes back.
+    let dir = tempfile::tempdir().unwrap();
+    for kind in kinds() {
+        let path = dir.path().join(format!("{kind:?}"));
+        std::fs::write(&path, b"head").unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let mut io = backend(kind, 1);
+        let mut buf = io.write_pool().alloc().unwrap();
+        let data: Vec<u8> = (0..BLOCK_BYTES_MAX).map(|i| (i % 253) as u8).collect();
+        buf.as_mut_slice().copy_from_slice(&data);
+        let write = FileWrite {
+            fd: file.as_raw_fd(),
+            offset: 10_000,
+            buf_offset: 100,
+            len: 3000,
+        };
+        assert!(io.write_file(Token(4), write, buf).is_ok());
+        let Completion::FileWritten { token, buf, result } = one_completion(&mut *io) else {
+            panic!("{kind:?}: expected a write completion");
+        };
+        assert_eq!((token, result.unwrap()), (Token(4), 3000), "{kind:?}");
+        assert!(io.write_pool().owns(&buf));
+        let on_disk = std::fs::read(&path).unwrap();
+        assert_eq!(on_disk.len(), 13_000, "{kind:?}");
+        assert_eq!(&on_disk[..4], b"head");
+        assert!(on_disk[4..10_000].iter().all(|&b| b == 0), "{kind:?}: hole");
+        assert_eq!(&on_disk[10_000..], &data[100..3100], "{kind:?}");
+    }
+}
+
+#[test]
+fn sync_completes_and_bad_descriptors_fail_as_errors() {
+    // fdatasync of a written file succeeds; a write to a read-only descriptor and a sync of a
+    // closed one come back as completions carrying EBADF, not as panics or submit errors.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    std::fs::write(&path, vec![7u8; 5000]).unwrap();
+    let writable = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let read_only = std::fs::File::open(&path).unwrap();
+    for kind in kinds() {
+        let mut io = backend(kind, 1);
+        io.sync_file(Token(1), writable.as_raw_fd()).unwrap();
+        let Completion::FileSynced { token, result } = one_completion(&mut *io) else {
+            panic!("{kind:?}: expected a sync completion");
+        };
+        assert_eq!(token, Token(1));
+        result.unwrap();
+
+        let buf = io.write_pool().alloc().unwrap();
+        let write = FileWrite {
+            fd: read_only.as_raw_fd(),
+            offset: 0,
+            buf_offset: 0,
+            len: 10,
+        };
+        assert!(io.write_file(Token(2), write, buf).is_ok());
+        let Completion::FileWritten { result, .. } = one_completion(&mut *io) else {
+            panic!("{kind:?}: expected a write completion");
+        };
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EBADF));
+
+        let closed = {
+            let f = std::fs::File::open(&path).unwrap();
+            f.as_raw_fd()
+        };
+        io.sync_file(Token(3), closed).unwrap();
+        let Completion::FileSynced { result, .. } = one_completion(&mut *io) else {
+            panic!("{kind:?}: expected a sync completion");
+        };
+        assert_eq!(result.unwrap_err().raw_os_error(), Some(libc::EBADF));
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 5000]);
 }

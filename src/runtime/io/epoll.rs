@@ -2,8 +2,10 @@
 //!
 //! Owns the mio poller, per-descriptor readiness and pending ops, and the receive pool. An op is
 //! never completed inside the call that submits it: it is attempted in `wait`, so the shard sees
-//! the same ordering as with io_uring. File reads are `pread`s done at submission and reported at
-//! the next `wait`, which is fine for page-cache data (a cold disk would stall the shard).
+//! the same ordering as with io_uring. File reads, writes and syncs are `pread`, `pwrite` and
+//! `fdatasync` calls done at submission and reported at the next `wait`: fine for page-cache
+//! data, but a cold disk read or an fdatasync of many dirty pages stalls the whole shard for
+//! as long as the call takes (io_uring runs them asynchronously).
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,7 +15,9 @@ use std::time::Duration;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token as MioToken};
 
-use super::{Backend, BackendConfig, Completion, FileRead, RecvBuf, SendBatch, SubmitError, Token};
+use super::{
+    Backend, BackendConfig, Completion, FileRead, FileWrite, RecvBuf, SendBatch, SubmitError, Token,
+};
 use crate::runtime::buffers::{BufferPool, PoolBuf, Region, BLOCK_BYTES_MAX, RECV_BUF_BYTES};
 
 /// Events taken from epoll per wait; more stay queued in the kernel for the next wait.
@@ -50,7 +54,8 @@ pub(crate) struct EpollBackend {
     /// Descriptors whose receive waits for a free receive buffer.
     starved: Vec<RawFd>,
     block_pool: BufferPool,
-    /// Completions produced at submission (file reads, cancels), reported at the next wait.
+    write_pool: BufferPool,
+    /// Completions produced at submission (file reads, writes, syncs, cancels), reported at the next wait.
     done: Vec<Completion>,
     /// Scratch list of descriptors with events, kept to avoid allocating per wait.
     woken: Vec<RawFd>,
@@ -69,6 +74,7 @@ impl EpollBackend {
             recv_free: (0..cfg.recv_bufs as u16).rev().collect(),
             starved: Vec::new(),
             block_pool: BufferPool::new(BLOCK_BYTES_MAX, cfg.block_bufs),
+            write_pool: BufferPool::new(BLOCK_BYTES_MAX, cfg.write_bufs),
             done: Vec::new(),
             woken: Vec::with_capacity(EVENTS_PER_WAIT),
         })
@@ -301,6 +307,10 @@ impl Backend for EpollBackend {
         &self.block_pool
     }
 
+    fn write_pool(&self) -> &BufferPool {
+        &self.write_pool
+    }
+
     fn listen(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError> {
         self.state(fd)?.accept = Some(token);
         self.mark_ready(fd);
@@ -395,6 +405,50 @@ impl Backend for EpollBackend {
             Ok(res as usize)
         };
         self.done.push(Completion::FileRead { token, buf, result });
+        Ok(())
+    }
+
+    fn write_file(
+        &mut self,
+        token: Token,
+        write: FileWrite,
+        buf: PoolBuf,
+    ) -> Result<(), (SubmitError, PoolBuf)> {
+        assert!(
+            write.buf_offset + write.len <= buf.capacity(),
+            "write past buffer end"
+        );
+        let source = &buf.as_slice()[write.buf_offset..write.buf_offset + write.len];
+        let offset = write.offset as libc::off_t;
+        let result = loop {
+            // SAFETY: source is a valid readable slice of exactly `len` bytes.
+            let res =
+                unsafe { libc::pwrite(write.fd, source.as_ptr().cast(), source.len(), offset) };
+            if res >= 0 {
+                break Ok(res as usize);
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                break Err(err);
+            }
+        };
+        self.done
+            .push(Completion::FileWritten { token, buf, result });
+        Ok(())
+    }
+
+    fn sync_file(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError> {
+        let result = loop {
+            // SAFETY: plain syscall on a descriptor the caller keeps open for the call.
+            if unsafe { libc::fdatasync(fd) } == 0 {
+                break Ok(());
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                break Err(err);
+            }
+        };
+        self.done.push(Completion::FileSynced { token, result });
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! The I/O backend abstraction: operations with completion semantics, and choosing a backend.
 //!
-//! Owns the op vocabulary (accept, connect, recv, send of many segments, file read at an offset,
-//! close, cancel, wake-up) and the [`IoKind`] selection with its io_uring probe. A backend
+//! Owns the op vocabulary (accept, connect, recv, send of many segments, file read and write at
+//! an offset, fdatasync, close, cancel, wake-up) and the [`IoKind`] selection with its io_uring probe. A backend
 //! takes ownership of every buffer an op uses and gives it back only in the op's completion, so
 //! the shard can never touch memory the kernel may still be using. Not here: protocol state.
 
@@ -208,6 +208,17 @@ pub(crate) enum Completion {
         buf: PoolBuf,
         result: io::Result<usize>,
     },
+    /// A file write finished: `Ok(n)` bytes of `buf` reached the file (maybe fewer than asked).
+    FileWritten {
+        token: Token,
+        buf: PoolBuf,
+        result: io::Result<usize>,
+    },
+    /// An fdatasync finished.
+    FileSynced {
+        token: Token,
+        result: io::Result<()>,
+    },
     /// The wake-up eventfd was written (shutdown or a command is waiting).
     Woken,
 }
@@ -219,6 +230,8 @@ pub(crate) enum Completion {
 pub(crate) trait Backend {
     /// Pool of block buffers for file reads (registered with the kernel where possible).
     fn block_pool(&self) -> &BufferPool;
+    /// Pool of block buffers for file writes (registered with the kernel where possible).
+    fn write_pool(&self) -> &BufferPool;
     /// Starts accepting on a listening socket; the shard keeps it open until shutdown.
     fn listen(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError>;
     /// Connects a fresh non-blocking socket to `addr`.
@@ -243,6 +256,17 @@ pub(crate) trait Backend {
         read: FileRead,
         buf: PoolBuf,
     ) -> Result<(), (SubmitError, PoolBuf)>;
+    /// Writes `len` bytes of `buf[buf_offset..]` at `offset` of file `fd` (`buf` must come
+    /// from [`Backend::write_pool`]). A short count is possible; the caller writes the rest.
+    fn write_file(
+        &mut self,
+        token: Token,
+        write: FileWrite,
+        buf: PoolBuf,
+    ) -> Result<(), (SubmitError, PoolBuf)>;
+    /// Flushes the data of file `fd` to stable storage (fdatasync). It covers the writes that
+    /// completed before it was submitted; writes still in flight may or may not be included.
+    fn sync_file(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError>;
     /// Asks every op on `fd` to finish soon (they complete with an error or what they had).
     fn cancel_fd(&mut self, fd: RawFd);
     /// Closes a socket none of whose ops are still in flight.
@@ -262,6 +286,15 @@ pub(crate) struct FileRead {
     pub(crate) len: usize,
 }
 
+/// Where a file write comes from and goes to.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct FileWrite {
+    pub(crate) fd: RawFd,
+    pub(crate) offset: u64,
+    pub(crate) buf_offset: usize,
+    pub(crate) len: usize,
+}
+
 /// Sizes a backend is built with.
 #[derive(Copy, Clone, Debug)]
 pub(crate) struct BackendConfig {
@@ -269,6 +302,8 @@ pub(crate) struct BackendConfig {
     pub(crate) recv_bufs: usize,
     /// Block buffers in the pool.
     pub(crate) block_bufs: usize,
+    /// Write buffers in the pool.
+    pub(crate) write_bufs: usize,
     /// Most ops in flight at once (the op table size).
     pub(crate) ops_max: usize,
 }

@@ -1,6 +1,7 @@
 //! io_uring backend: our own submission/completion loop over the `io-uring` crate.
 //!
-//! Owns the ring, the op table, the receive buffer group and the block pool registration.
+//! Owns the ring, the op table, the receive buffer group and the registration of the block and
+//! write pools (fixed buffers 0 and 1).
 //!
 //! Memory-safety invariants (the reason this file has `unsafe`):
 //! 1. Every SQE that points at memory has `user_data` = the index of an entry in `ops` that owns
@@ -21,13 +22,13 @@ use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant as StdInstant};
 
-use io_uring::types::{CancelBuilder, Fd, SubmitArgs, Timespec};
+use io_uring::types::{CancelBuilder, Fd, FsyncFlags, SubmitArgs, Timespec};
 use io_uring::{cqueue, opcode, squeue, IoUring};
 use slab::Slab;
 
 use super::{
-    cqe_result, Backend, BackendConfig, Completion, FileRead, RecvBuf, SendBatch, SubmitError,
-    Token,
+    cqe_result, Backend, BackendConfig, Completion, FileRead, FileWrite, RecvBuf, SendBatch,
+    SubmitError, Token,
 };
 use crate::runtime::buffers::{BufferPool, PoolBuf, Region, BLOCK_BYTES_MAX, RECV_BUF_BYTES};
 
@@ -46,6 +47,12 @@ const SQ_ENTRIES: u32 = 1024;
 /// (IORING_FEAT_NODROP) but costs a slow path.
 const CQ_ENTRIES: u32 = 4 * SQ_ENTRIES;
 
+/// Fixed-buffer index of the block pool (reads).
+const FIXED_BLOCK_POOL: u16 = 0;
+
+/// Fixed-buffer index of the write pool.
+const FIXED_WRITE_POOL: u16 = 1;
+
 /// How long `drop` waits for cancelled ops before leaking their memory instead.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -57,6 +64,9 @@ const REQUIRED_OPCODES: &[(u8, &str)] = &[
     (opcode::SendMsg::CODE, "SENDMSG"),
     (opcode::Read::CODE, "READ"),
     (opcode::ReadFixed::CODE, "READ_FIXED"),
+    (opcode::Write::CODE, "WRITE"),
+    (opcode::WriteFixed::CODE, "WRITE_FIXED"),
+    (opcode::Fsync::CODE, "FSYNC"),
     (opcode::Close::CODE, "CLOSE"),
     (opcode::AsyncCancel::CODE, "ASYNC_CANCEL"),
     (opcode::ProvideBuffers::CODE, "PROVIDE_BUFFERS"),
@@ -85,6 +95,13 @@ enum Op {
         token: Token,
         buf: PoolBuf,
     },
+    Write {
+        token: Token,
+        buf: PoolBuf,
+    },
+    Sync {
+        token: Token,
+    },
     Wake {
         fd: RawFd,
     },
@@ -98,8 +115,12 @@ pub(crate) struct UringBackend {
     /// Receive buffers, handed to the kernel as buffer group `RECV_GROUP`.
     recv_region: Region,
     block_pool: BufferPool,
-    /// The block pool is registered as fixed buffer 0, so reads use READ_FIXED.
+    write_pool: BufferPool,
+    /// The block pool is registered as fixed buffer 0, so reads use READ_FIXED (no page
+    /// pinning per op).
     fixed_reads: bool,
+    /// The write pool is registered as fixed buffer 1, so writes use WRITE_FIXED.
+    fixed_writes: bool,
     /// Recv ops that found the buffer group empty (ENOBUFS); resubmitted as buffers return.
     starved: VecDeque<usize>,
     /// Completions produced without a CQE (cancelled starved receives).
@@ -156,16 +177,30 @@ impl UringBackend {
             })
             .map_err(|e| io::Error::new(e.kind(), describe_setup_error(&e)))?;
         let block_pool = BufferPool::new(BLOCK_BYTES_MAX, cfg.block_bufs);
-        let (base, len) = block_pool.raw_region();
-        let iov = libc::iovec {
-            iov_base: base.cast(),
-            iov_len: len,
+        let write_pool = BufferPool::new(BLOCK_BYTES_MAX, cfg.write_bufs);
+        let iovs = [&block_pool, &write_pool].map(|pool| {
+            let (base, len) = pool.raw_region();
+            libc::iovec {
+                iov_base: base.cast(),
+                iov_len: len,
+            }
+        });
+        // Registration pins the pages and counts against RLIMIT_MEMLOCK: when both pools do not
+        // fit, keep fixed reads (the seeding hot path) and write the plain way.
+        // SAFETY: the regions stay allocated for the ring's lifetime: the pools are fields
+        // dropped after `ring` (declaration order), and `Drop` leaks them if ops remain.
+        let register = |iovs: &[libc::iovec]| unsafe { ring.submitter().register_buffers(iovs) };
+        let (fixed_reads, fixed_writes) = if register(&iovs).is_ok() {
+            (true, true)
+        } else {
+            (register(&iovs[..1]).is_ok(), false)
         };
-        // SAFETY: the region stays allocated for the ring's lifetime: `block_pool` is a field
-        // dropped after `ring` (declaration order), and `Drop` leaks it if ops remain.
-        let fixed_reads = unsafe { ring.submitter().register_buffers(&[iov]) }.is_ok();
-        if !fixed_reads {
-            tracing::debug!("io_uring: block pool registration failed, using plain READ");
+        if !fixed_reads || !fixed_writes {
+            tracing::debug!(
+                fixed_reads,
+                fixed_writes,
+                "io_uring: buffer registration refused (RLIMIT_MEMLOCK?), using plain READ/WRITE"
+            );
         }
         let mut backend = UringBackend {
             ring,
@@ -173,7 +208,9 @@ impl UringBackend {
             ops_max: cfg.ops_max,
             recv_region: Region::new(RECV_BUF_BYTES, cfg.recv_bufs),
             block_pool,
+            write_pool,
             fixed_reads,
+            fixed_writes,
             starved: VecDeque::new(),
             synthetic: Vec::new(),
             wake_buf: Box::new([0; 8]),
@@ -319,6 +356,15 @@ impl UringBackend {
                 buf,
                 result: cqe_result(res),
             }),
+            Op::Write { token, buf } => out.push(Completion::FileWritten {
+                token,
+                buf,
+                result: cqe_result(res),
+            }),
+            Op::Sync { token } => out.push(Completion::FileSynced {
+                token,
+                result: cqe_result(res).map(drop),
+            }),
             Op::Wake { .. } => {
                 tracing::debug!("io_uring: wake-up read ended: {:?}", cqe_result(res).err());
             }
@@ -422,6 +468,10 @@ impl Backend for UringBackend {
         &self.block_pool
     }
 
+    fn write_pool(&self) -> &BufferPool {
+        &self.write_pool
+    }
+
     fn listen(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError> {
         let index = self
             .insert(Op::Accept {
@@ -514,8 +564,8 @@ impl Backend for UringBackend {
         // SAFETY: in bounds per the assertion.
         let ptr = unsafe { buf.as_mut_ptr().add(read.buf_offset) };
         let len = read.len as u32;
-        let sqe = if self.fixed_reads {
-            opcode::ReadFixed::new(Fd(read.fd), ptr, len, 0)
+        let sqe = if self.fixed_reads && self.block_pool.owns(&buf) {
+            opcode::ReadFixed::new(Fd(read.fd), ptr, len, FIXED_BLOCK_POOL)
                 .offset(read.offset)
                 .build()
         } else {
@@ -535,6 +585,58 @@ impl Backend for UringBackend {
                 Op::Read { buf, .. } => (SubmitError::Io(e), buf),
                 _ => unreachable!(),
             }
+        })
+    }
+
+    fn write_file(
+        &mut self,
+        token: Token,
+        write: FileWrite,
+        mut buf: PoolBuf,
+    ) -> Result<(), (SubmitError, PoolBuf)> {
+        assert!(
+            write.buf_offset + write.len <= buf.capacity(),
+            "write past buffer end"
+        );
+        // A buffer from another pool is outside registered buffer 1: write it the plain way.
+        let fixed = self.fixed_writes && self.write_pool.owns(&buf);
+        // SAFETY: in bounds per the assertion.
+        let ptr = unsafe { buf.as_mut_ptr().add(write.buf_offset) };
+        let len = write.len as u32;
+        let sqe = if fixed {
+            opcode::WriteFixed::new(Fd(write.fd), ptr, len, FIXED_WRITE_POOL)
+                .offset(write.offset)
+                .build()
+        } else {
+            opcode::Write::new(Fd(write.fd), ptr, len)
+                .offset(write.offset)
+                .build()
+        };
+        let index = match self.insert(Op::Write { token, buf }) {
+            Ok(index) => index,
+            Err((e, Op::Write { buf, .. })) => return Err((e, buf)),
+            Err(_) => unreachable!(),
+        };
+        // SAFETY: the buffer is owned by op `index` until the CQE (invariants 1-3); for
+        // WRITE_FIXED it lies inside registered buffer 1, the whole write pool.
+        unsafe { self.push(&sqe.user_data(index as u64)) }.map_err(|e| {
+            match self.ops.remove(index) {
+                Op::Write { buf, .. } => (SubmitError::Io(e), buf),
+                _ => unreachable!(),
+            }
+        })
+    }
+
+    fn sync_file(&mut self, token: Token, fd: RawFd) -> Result<(), SubmitError> {
+        let index = self.insert(Op::Sync { token }).map_err(|(e, _)| e)?;
+        let sqe = opcode::Fsync::new(Fd(fd))
+            .flags(FsyncFlags::DATASYNC)
+            .build()
+            .user_data(index as u64);
+        // SAFETY: an fsync SQE points at no memory.
+        unsafe { self.push(&sqe) }.map_err(|e| {
+            self.ops.remove(index);
+            SubmitError::Io(e)
         })
     }
 
@@ -660,6 +762,7 @@ impl Drop for UringBackend {
             );
             std::mem::forget(std::mem::take(&mut self.ops));
             std::mem::forget(self.block_pool.clone());
+            std::mem::forget(self.write_pool.clone());
             let region = std::mem::replace(&mut self.recv_region, Region::new(1, 1));
             std::mem::forget(region);
             std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new([0; 8])));
