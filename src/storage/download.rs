@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::clear_nonblock;
 use super::{Result, StorageError};
 use crate::metainfo::{validate_component, BlockRef, Info, Layout};
 
@@ -359,18 +360,6 @@ fn open_file(dir: &OwnedFd, name: &str, path: &Path) -> Result<(File, Option<Fil
         Some(FileStat::of(&file).map_err(|e| io_error(path, e))?)
     };
     Ok((file, before))
-}
-
-fn clear_nonblock(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: plain fcntl calls on a descriptor `file` keeps open.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// Gives `file` its torrent length; never touches a file that already has it.

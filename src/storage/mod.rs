@@ -207,7 +207,8 @@ fn resolve(info: &Info, file: usize, data_dir: &Path) -> Result<PathBuf> {
 }
 
 /// Opens `path` read-only and checks type and size. `O_NONBLOCK` keeps a FIFO planted in the
-/// tree from blocking the open; it has no effect on regular files.
+/// tree from blocking the open; it is cleared once the file is known to be regular, because
+/// io_uring may answer reads of a non-blocking file with EAGAIN instead of waiting for disk.
 fn open_checked(path: &Path, expected: u64) -> Result<File> {
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -238,7 +239,24 @@ fn open_checked(path: &Path, expected: u64) -> Result<File> {
             actual: meta.len(),
         });
     }
+    clear_nonblock(&file).map_err(|source| StorageError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
     Ok(file)
+}
+
+/// Clears `O_NONBLOCK` on an open file.
+pub(crate) fn clear_nonblock(file: &File) -> std::io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: plain fcntl calls on a descriptor `file` keeps open.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 fn canonical(dir: &Path) -> Result<PathBuf> {
