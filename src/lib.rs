@@ -5,6 +5,7 @@
 //! thread or clock, and shells (runtime, cli, loadgen) that execute what the core asks for.
 #![warn(missing_docs)]
 
+pub mod announcer;
 pub mod bencode;
 pub mod cli;
 pub mod hash;

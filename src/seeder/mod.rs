@@ -2,10 +2,9 @@
 //! per torrent, and tracker announces so standard clients find us.
 //!
 //! Shell code: it wires the registry of checked torrents, the runtime's shards, the
-//! per-shard [`app::SeedApp`] and the [`announce`] thread together. Decisions stay in the
+//! per-shard [`app::SeedApp`] and the [`crate::announcer`] thread together. Decisions stay in the
 //! sans-IO core (`peer::Session`, `torrent::SeedChoker`, `tracker::AnnounceScheduler`).
 
-pub mod announce;
 pub mod app;
 pub mod conn;
 pub mod registry;
@@ -21,9 +20,11 @@ use anyhow::Context;
 pub use app::{AppConfig, SeedApp, SeedCommand};
 pub use registry::{load_served, resolve_data_dir, Registry, ServedTorrent};
 
+use crate::announcer::{self, Announced, AnnouncerConfig};
 use crate::metainfo::{parse_torrent, PeerId};
 use crate::peer::LocalConfig;
 use crate::runtime::{spawn_shards, IoKind, RuntimeConfig};
+use crate::tracker::Progress;
 
 /// How often the seeder logs a status line.
 pub const STATUS_INTERVAL: Duration = Duration::from_secs(10);
@@ -157,13 +158,38 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     let announcer = opts
         .announce
         .then(|| {
-            let cfg = announce::AnnouncerConfig {
+            let cfg = AnnouncerConfig {
                 peer_id,
                 port,
                 own_addrs: local.clone(),
-                shards,
             };
-            announce::spawn(registry.clone(), cfg, runtime.mailboxes(), stop.clone())
+            let torrents = registry
+                .torrents
+                .iter()
+                .map(|t| {
+                    let t2 = t.clone();
+                    Announced {
+                        info_hash: t.meta.info_hash,
+                        name: t.name().to_owned(),
+                        trackers: t.meta.trackers(),
+                        progress: Box::new(move || Progress {
+                            uploaded: t2.uploaded.load(Ordering::Relaxed),
+                            downloaded: 0,
+                            left: 0,
+                        }),
+                    }
+                })
+                .collect();
+            let mailboxes = runtime.mailboxes();
+            let sink = Box::new(move |info_hash, peers: &[SocketAddr]| {
+                for &addr in peers {
+                    let cmd = SeedCommand::Connect { info_hash, addr };
+                    if let Err(e) = mailboxes.send(app::shard_for(&addr, shards), cmd) {
+                        tracing::debug!("peer {addr} not handed to a shard: {e}");
+                    }
+                }
+            });
+            announcer::spawn(torrents, cfg, sink, stop.clone())
         })
         .flatten();
     let result = supervise(&mut runtime, &registry, &stop);

@@ -1,5 +1,6 @@
-//! The seeder's tracker announcer: one control thread that announces every torrent to its
-//! HTTP tracker on the scheduler's timetable and hands the peers it learns to the shards.
+//! The tracker announcer shared by `seed` and `get`: one control thread that announces every
+//! torrent to its HTTP tracker on the scheduler's timetable, with progress read from the
+//! caller, and hands the peers it learns to a caller-supplied sink (the shards' mailboxes).
 //!
 //! Control plane, not data path: blocking HTTP (ureq) on its own thread, a few requests per
 //! torrent per half hour. Only `http(s)://` trackers for now (UDP and BEP 12 tier rotation
@@ -11,10 +12,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::app::{shard_for, SeedCommand};
-use super::registry::{Registry, ServedTorrent};
-use crate::metainfo::PeerId;
-use crate::runtime::Mailboxes;
+use crate::metainfo::{InfoHash, PeerId};
 use crate::time::{Clock, Instant};
 use crate::tracker::{
     announce_url, http::announce_blocking, AnnounceParams, AnnounceScheduler, Progress,
@@ -36,12 +34,29 @@ pub struct AnnouncerConfig {
     pub port: u16,
     /// Our own listen addresses (tracker replies that name us are skipped).
     pub own_addrs: Vec<SocketAddr>,
-    /// Number of shards (peers are spread over them by address).
-    pub shards: usize,
+}
+
+/// How the announcer reads a torrent's progress (uploaded, downloaded, left).
+pub type ProgressFn = Box<dyn Fn() -> Progress + Send>;
+/// Where the announcer delivers the peers a tracker returned.
+pub type PeerSink = Box<dyn FnMut(InfoHash, &[SocketAddr]) + Send>;
+
+/// One torrent to announce.
+pub struct Announced {
+    /// The torrent.
+    pub info_hash: InfoHash,
+    /// Its name, for logs.
+    pub name: String,
+    /// Its tracker tiers (BEP 12 order); the first HTTP(S) URL is used.
+    pub trackers: Vec<Vec<String>>,
+    /// Its progress, read before every announce.
+    pub progress: ProgressFn,
 }
 
 struct Tracked {
-    torrent: Arc<ServedTorrent>,
+    info_hash: InfoHash,
+    name: String,
+    progress: ProgressFn,
     url: String,
     scheduler: AnnounceScheduler,
 }
@@ -49,34 +64,35 @@ struct Tracked {
 /// Starts the announcer thread; it sends `stopped` to every tracker and exits once `stop` is
 /// set. Returns `None` when no torrent has an HTTP tracker.
 pub fn spawn(
-    registry: Arc<Registry>,
+    torrents: Vec<Announced>,
     cfg: AnnouncerConfig,
-    mailboxes: Mailboxes<SeedCommand>,
+    sink: PeerSink,
     stop: Arc<AtomicBool>,
 ) -> Option<JoinHandle<()>> {
     let clock = Clock::new();
     let now = clock.now();
     let key: u32 = rand::random();
-    let tracked: Vec<Tracked> = registry
-        .torrents
-        .iter()
+    let tracked: Vec<Tracked> = torrents
+        .into_iter()
         .filter_map(|t| {
             let url = t
-                .meta
-                .trackers()
-                .into_iter()
+                .trackers
+                .iter()
                 .flatten()
-                .find(|u| u.starts_with("http://") || u.starts_with("https://"))?;
+                .find(|u| u.starts_with("http://") || u.starts_with("https://"))?
+                .clone();
             let params = AnnounceParams {
-                info_hash: t.meta.info_hash,
+                info_hash: t.info_hash,
                 peer_id: cfg.peer_id,
                 port: cfg.port,
                 numwant: Some(NUMWANT),
                 key,
             };
-            let scheduler = AnnounceScheduler::new(params, progress(t), now);
+            let scheduler = AnnounceScheduler::new(params, (t.progress)(), now);
             Some(Tracked {
-                torrent: t.clone(),
+                info_hash: t.info_hash,
+                name: t.name,
+                progress: t.progress,
                 url,
                 scheduler,
             })
@@ -87,32 +103,24 @@ pub fn spawn(
     }
     let thread = std::thread::Builder::new()
         .name("announcer".into())
-        .spawn(move || run(tracked, cfg, mailboxes, stop, clock))
+        .spawn(move || run(tracked, cfg, sink, stop, clock))
         .expect("spawn announcer thread");
     Some(thread)
-}
-
-fn progress(t: &ServedTorrent) -> Progress {
-    Progress {
-        uploaded: t.uploaded.load(Ordering::Relaxed),
-        downloaded: 0,
-        left: 0,
-    }
 }
 
 fn run(
     mut tracked: Vec<Tracked>,
     cfg: AnnouncerConfig,
-    mailboxes: Mailboxes<SeedCommand>,
+    mut sink: PeerSink,
     stop: Arc<AtomicBool>,
     clock: Clock,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
         for t in &mut tracked {
-            t.scheduler.update_progress(progress(&t.torrent), now);
+            t.scheduler.update_progress((t.progress)(), now);
             if let Some(req) = t.scheduler.poll_announce(now) {
-                announce_once(t, &req, &cfg, &mailboxes, &clock, ANNOUNCE_TIMEOUT);
+                announce_once(t, &req, &cfg, &mut sink, &clock, ANNOUNCE_TIMEOUT);
             }
         }
         let next = tracked
@@ -123,10 +131,10 @@ fn run(
     }
     let now = clock.now();
     for t in &mut tracked {
-        t.scheduler.update_progress(progress(&t.torrent), now);
+        t.scheduler.update_progress((t.progress)(), now);
         t.scheduler.shutdown(now);
         if let Some(req) = t.scheduler.poll_announce(now) {
-            announce_once(t, &req, &cfg, &mailboxes, &clock, STOPPED_TIMEOUT);
+            announce_once(t, &req, &cfg, &mut sink, &clock, STOPPED_TIMEOUT);
         }
     }
 }
@@ -145,11 +153,11 @@ fn announce_once(
     t: &mut Tracked,
     req: &crate::tracker::AnnounceRequest,
     cfg: &AnnouncerConfig,
-    mailboxes: &Mailboxes<SeedCommand>,
+    sink: &mut PeerSink,
     clock: &Clock,
     timeout: Duration,
 ) {
-    let name = t.torrent.name().to_owned();
+    let name = t.name.clone();
     let url = match announce_url(&t.url, req) {
         Ok(u) => u,
         Err(e) => {
@@ -180,22 +188,16 @@ fn announce_once(
                 interval_s = resp.interval_secs,
                 "announced"
             );
-            for addr in resp.peers {
-                if cfg
-                    .own_addrs
-                    .iter()
-                    .any(|own| own.port() == addr.port() && same_host(own, &addr))
-                {
-                    continue;
-                }
-                let cmd = SeedCommand::Connect {
-                    info_hash: t.torrent.meta.info_hash,
-                    addr,
-                };
-                if let Err(e) = mailboxes.send(shard_for(&addr, cfg.shards), cmd) {
-                    tracing::debug!("peer {addr} not handed to a shard: {e}");
-                }
-            }
+            let peers: Vec<SocketAddr> = resp
+                .peers
+                .into_iter()
+                .filter(|addr| {
+                    !cfg.own_addrs
+                        .iter()
+                        .any(|own| own.port() == addr.port() && same_host(own, addr))
+                })
+                .collect();
+            sink(t.info_hash, &peers);
         }
         Err(e) => tracing::warn!(torrent = %name, tracker = %t.url, "bad tracker reply: {e}"),
     }
