@@ -7,6 +7,7 @@
 mod bench;
 mod create;
 mod demo;
+mod get;
 mod magnet;
 mod seed;
 mod size;
@@ -36,6 +37,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the demo: make a sample release, seed it, let verifying leechers fetch it.
     Demo(demo::DemoArgs),
+    /// Download a torrent (resumes after a crash), then seed per --seed-ratio/--seed-time/--seed.
+    Get(get::GetArgs),
     /// Make a .torrent file from a file or directory (hashing on all cores).
     Create(create::CreateArgs),
     /// Seed torrents: serve their data to peers until interrupted.
@@ -54,6 +57,7 @@ pub fn main() -> std::process::ExitCode {
     init_logging();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Get(a) => get::run(a),
         Command::Create(a) => create::run_create(a),
         Command::Seed(a) => seed::run(a),
         Command::Verify(a) => create::run_verify(a),

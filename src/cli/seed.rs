@@ -41,7 +41,7 @@ pub struct SeedArgs {
     pub peers: Vec<SocketAddr>,
 }
 
-fn parse_io(s: &str) -> Result<IoKind, String> {
+pub(super) fn parse_io(s: &str) -> Result<IoKind, String> {
     match s {
         "uring" | "io_uring" => Ok(IoKind::Uring),
         "epoll" => Ok(IoKind::Epoll),
