@@ -57,6 +57,9 @@ pub struct GetArgs {
     /// Print JSON status lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Cap the download rate (e.g. 10MiB per second).
+    #[arg(long, value_parser = super::parse_size)]
+    pub max_download_rate: Option<u64>,
 }
 
 /// Downloads; exit 0 when complete and the seeding policy is met (or interrupted after
@@ -87,6 +90,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         announce: !args.no_announce,
         hash_threads: args.hash_threads,
         json: args.json,
+        rate_limit: args.max_download_rate,
     };
     let stats = getter::run(opts, stop)?;
     Ok(if stats.complete.load(Ordering::Relaxed) {

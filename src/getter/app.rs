@@ -93,9 +93,44 @@ pub struct GetApp {
     scratch_keys: Vec<ConnKey>,
     scratch_decisions: Vec<(ConnKey, Decision)>,
     requests_in_flight: usize,
+    limiter: Option<RateLimiter>,
+}
+
+/// A token bucket over requested bytes: requests are what a downloader controls, and the
+/// blocks follow them within a round trip.
+#[derive(Debug)]
+struct RateLimiter {
+    bytes_per_s: u64,
+    tokens: f64,
+    refilled_at: Instant,
+}
+
+impl RateLimiter {
+    /// Blocks of `block_len` that may be requested now.
+    fn allowance(&mut self, now: Instant, block_len: u32) -> usize {
+        let dt = (now - self.refilled_at).as_secs_f64();
+        self.refilled_at = now;
+        // At most a quarter second of burst.
+        let cap = self.bytes_per_s as f64 / 4.0 + f64::from(block_len);
+        self.tokens = (self.tokens + dt * self.bytes_per_s as f64).min(cap);
+        (self.tokens / f64::from(block_len)).max(0.0) as usize
+    }
+
+    fn spend(&mut self, bytes: u32) {
+        self.tokens -= f64::from(bytes);
+    }
 }
 
 impl GetApp {
+    /// Caps the download rate (requested bytes per second).
+    pub fn set_rate_limit(&mut self, bytes_per_s: Option<u64>) {
+        self.limiter = bytes_per_s.map(|b| RateLimiter {
+            bytes_per_s: b.max(1),
+            tokens: 0.0,
+            refilled_at: Instant::ZERO,
+        });
+    }
+
     /// The app; `setup` carries what `start` registers with the shard.
     pub fn new(
         setup: super::SharedSetup,
@@ -127,6 +162,7 @@ impl GetApp {
             scratch_keys: Vec::new(),
             scratch_decisions: Vec::new(),
             requests_in_flight: 0,
+            limiter: None,
         }
     }
 
@@ -355,7 +391,10 @@ impl GetApp {
             return;
         }
         let depth = pipeline_depth(s.download_rate(now), RTT_ASSUMED, s.peer_reqq());
-        let budget = free.saturating_sub(self.requests_in_flight);
+        let mut budget = free.saturating_sub(self.requests_in_flight);
+        if let Some(l) = &mut self.limiter {
+            budget = budget.min(l.allowance(now, crate::metainfo::BLOCK_BYTES));
+        }
         let want = depth
             .min(s.request_limit())
             .saturating_sub(s.requests_outstanding())
@@ -372,6 +411,9 @@ impl GetApp {
                 self.picker.block_dropped(key, b);
             } else {
                 self.requests_in_flight += 1;
+                if let Some(l) = &mut self.limiter {
+                    l.spend(b.len);
+                }
             }
         }
         self.scratch_blocks = blocks;
@@ -385,6 +427,7 @@ impl GetApp {
         now: Instant,
     ) {
         let verdict = if good {
+            tracing::debug!(piece = piece.get(), "piece verified");
             self.picker.piece_verified(piece);
             let count = self.picker.have().len();
             self.shared().have.borrow_mut().insert(piece, count);

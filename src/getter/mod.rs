@@ -88,6 +88,8 @@ pub struct GetOptions {
     pub hash_threads: usize,
     /// Status output: JSON lines instead of a progress bar.
     pub json: bool,
+    /// Download rate cap in bytes per second.
+    pub rate_limit: Option<u64>,
 }
 
 /// Where the resume data of `meta` lives under `out_dir`.
@@ -203,6 +205,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
     let parts = Mutex::new(Some((setup, picker, hasher_files, swarm)));
     let (stats2, policy, hashes) = (stats.clone(), opts.seed, meta.info.pieces.clone());
     let (peers, threads, layout2) = (opts.peers.clone(), opts.hash_threads.max(1), layout.clone());
+    let rate_limit = opts.rate_limit;
     let rt_cfg = RuntimeConfig {
         shards: 1,
         io: opts.io,
@@ -227,7 +230,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
             threads,
             verdicts,
         );
-        GetApp::new(
+        let mut app = GetApp::new(
             setup,
             picker,
             hasher,
@@ -235,7 +238,9 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
             stats2.clone(),
             policy,
             peers.clone(),
-        )
+        );
+        app.set_rate_limit(rate_limit);
+        app
     })?;
     let local = runtime.local_addrs().to_vec();
     tracing::info!(
