@@ -57,6 +57,9 @@ pub struct GetArgs {
     /// Print JSON status lines instead of a progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Do not tell peers about other peers (BEP 11 PEX); received PEX is still used.
+    #[arg(long)]
+    pub no_pex: bool,
     /// Cap the download rate (e.g. 10MiB per second).
     #[arg(long, value_parser = super::parse_size)]
     pub max_download_rate: Option<u64>,
@@ -91,6 +94,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         hash_threads: args.hash_threads,
         json: args.json,
         rate_limit: args.max_download_rate,
+        pex: !args.no_pex,
     };
     let stats = getter::run(opts, stop)?;
     Ok(if stats.complete.load(Ordering::Relaxed) {

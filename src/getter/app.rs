@@ -94,6 +94,7 @@ pub struct GetApp {
     scratch_decisions: Vec<(ConnKey, Decision)>,
     requests_in_flight: usize,
     limiter: Option<RateLimiter>,
+    pex_enabled: bool,
 }
 
 /// A token bucket over requested bytes: requests are what a downloader controls, and the
@@ -122,6 +123,11 @@ impl RateLimiter {
 }
 
 impl GetApp {
+    /// Turns sending PEX messages on or off (received ones are still used).
+    pub fn set_pex(&mut self, enabled: bool) {
+        self.pex_enabled = enabled;
+    }
+
     /// Caps the download rate (requested bytes per second).
     pub fn set_rate_limit(&mut self, bytes_per_s: Option<u64>) {
         self.limiter = bytes_per_s.map(|b| RateLimiter {
@@ -163,6 +169,7 @@ impl GetApp {
             scratch_decisions: Vec::new(),
             requests_in_flight: 0,
             limiter: None,
+            pex_enabled: true,
         }
     }
 
@@ -581,7 +588,7 @@ impl GetApp {
 
     /// Sends each PEX-capable peer the addresses of our other peers (BEP 11, once a minute).
     fn pex(&mut self, ctx: &mut ShardCtx<'_, GetConn>, now: Instant) {
-        if self.shared().torrent.borrow().is_private() {
+        if !self.pex_enabled || self.shared().torrent.borrow().is_private() {
             return;
         }
         let listen: Vec<SocketAddr> = ctx

@@ -15,7 +15,7 @@ import time
 import libtorrent as lt
 
 
-def session(listen_port, high_performance):
+def session(listen_port, high_performance, plaintext=False):
     settings = lt.high_performance_seed() if high_performance else {}
     settings.update({
         "listen_interfaces": f"127.0.0.1:{listen_port}",
@@ -27,9 +27,17 @@ def session(listen_port, high_performance):
         "enable_outgoing_utp": False,
         "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,
+        # libtorrent drops a peer that completes while it had every other piece of it
+        # ("uninteresting upload-only peer": it checks redundancy before updating interest
+        # on the final `have`) and waits min_reconnect_time (60 s) to dial it again.
+        "min_reconnect_time": 1,
+        # ringseed does not speak MSE; by default libtorrent tries it first and retries in
+        # plaintext only after a delay.
+        **({"out_enc_policy": lt.enc_policy.disabled} if plaintext else {}),
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.peer_notification
-        | lt.alert.category_t.status_notification,
+        | lt.alert.category_t.status_notification
+        | lt.alert.category_t.connect_notification,
     })
     return lt.session(settings)
 
@@ -43,11 +51,13 @@ def main():
     ap.add_argument("--listen-port", type=int, default=0)
     ap.add_argument("--timeout", type=float, default=120)
     ap.add_argument("--seed", action="store_true")
+    ap.add_argument("--plaintext", action="store_true",
+                    help="dial without trying MSE encryption first")
     ap.add_argument("--high-performance", action="store_true",
                     help="libtorrent's high_performance_seed settings (benchmarks)")
     args = ap.parse_args()
 
-    ses = session(args.listen_port, args.high_performance)
+    ses = session(args.listen_port, args.high_performance, args.plaintext)
     if args.torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(args.torrent)
@@ -64,7 +74,8 @@ def main():
     announced_seeding = False
     while True:
         for a in ses.pop_alerts():
-            if a.category() & lt.alert.category_t.error_notification:
+            if (a.category() & lt.alert.category_t.error_notification
+                    or isinstance(a, lt.peer_disconnected_alert)):
                 print("alert:", a.message(), file=sys.stderr, flush=True)
         s = h.status()
         now = time.time()
