@@ -33,7 +33,13 @@ fn create(dir: &Path, data: &Path, tracker: Option<&str>) -> PathBuf {
 }
 
 /// Starts `ringseed get` with JSON status lines and debug logs.
-fn spawn_get(dir: &Path, name: &str, torrent: &Path, out: &Path, extra: &[String]) -> Proc {
+fn spawn_get(
+    dir: &Path,
+    name: &str,
+    torrent: impl AsRef<std::ffi::OsStr>,
+    out: &Path,
+    extra: &[String],
+) -> Proc {
     let mut cmd = Command::new(ringseed_bin());
     cmd.arg("get")
         .arg(torrent)
@@ -112,6 +118,84 @@ fn get_downloads_from_a_libtorrent_seeder() {
         &out,
         &peer_args(&[format!("127.0.0.1:{port}")]),
     );
+    expect_done(&mut get, Duration::from_secs(120));
+    assert_same_files(&src, &out.join("release"));
+}
+
+/// The torrent's magnet URI with no tracker and one `x.pe` peer hint.
+fn magnet_for(torrent: &Path, peer: &str) -> String {
+    let out = Command::new(ringseed_bin())
+        .arg("magnet")
+        .arg(torrent)
+        .args(["--no-trackers", "--peer", peer])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ringseed magnet failed");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn get_magnet_fetches_metadata_from_a_libtorrent_seeder() {
+    // Only the magnet URI (info-hash + x.pe): ringseed fetches the info dict from libtorrent
+    // over BEP 9, checks it against the info-hash, downloads, and caches the .torrent so a
+    // second run with no peer at all finds the finished download.
+    let dir = TestDir::new("get-magnet-lt");
+    let src = make_release(dir.path(), "release", 3 << 20);
+    let torrent = create(dir.path(), &src, None);
+    let port = free_port();
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(LT_PEER)
+        .arg("--torrent")
+        .arg(&torrent)
+        .arg("--save")
+        .arg(dir.path())
+        .args(["--listen-port", &port.to_string(), "--seed"]);
+    let lt = Proc::spawn("libtorrent seeder", cmd, dir.path().join("lt.log"));
+    assert!(
+        wait_until(Duration::from_secs(30), || lt
+            .log_text()
+            .contains("\"seeding\"")),
+        "libtorrent never seeded (is python3-libtorrent installed?)"
+    );
+    let magnet = magnet_for(&torrent, &format!("127.0.0.1:{port}"));
+    let out = dir.path().join("out");
+    let mut get = spawn_get(dir.path(), "get", &magnet, &out, &peer_args(&[]));
+    expect_done(&mut get, Duration::from_secs(120));
+    assert_same_files(&src, &out.join("release"));
+    let cached = std::fs::read_dir(out.join(".ringseed"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .any(|e| e.path().extension().is_some_and(|x| x == "torrent"));
+    assert!(cached, "the fetched metadata was not cached");
+    drop(lt);
+    // No peers now: the cached metadata and resume data must be enough to finish.
+    let magnet_alone = magnet.split("&x.pe=").next().unwrap().to_string();
+    let mut again = spawn_get(dir.path(), "again", &magnet_alone, &out, &peer_args(&[]));
+    expect_done(&mut again, Duration::from_secs(30));
+    assert_same_files(&src, &out.join("release"));
+}
+
+#[test]
+fn get_magnet_fetches_metadata_from_a_ringseed_seeder() {
+    // Same path against our own seeder's ut_metadata side, with an info dict of more than
+    // one 16 KiB metadata piece (16 KiB pieces over ~14 MiB: ~900 hashes, ~18 KB).
+    let dir = TestDir::new("get-magnet-rs");
+    let src = make_release(dir.path(), "release", 13 << 20);
+    let torrent = dir.path().join("release.torrent");
+    ringseed(&[
+        "create",
+        &src.display().to_string(),
+        "-o",
+        &torrent.display().to_string(),
+        "--piece-size",
+        "16KiB",
+    ]);
+    assert!(std::fs::metadata(&torrent).unwrap().len() > 17_000);
+    let port = free_port();
+    let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &["--no-announce"]);
+    let magnet = magnet_for(&torrent, &format!("127.0.0.1:{port}"));
+    let out = dir.path().join("out");
+    let mut get = spawn_get(dir.path(), "get", &magnet, &out, &peer_args(&[]));
     expect_done(&mut get, Duration::from_secs(120));
     assert_same_files(&src, &out.join("release"));
 }

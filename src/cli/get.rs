@@ -9,14 +9,16 @@ use std::time::Duration;
 
 use clap::Args;
 
+use crate::getter::magnet::MetaOptions;
 use crate::getter::{self, GetOptions, SeedPolicy};
+use crate::metainfo::{Magnet, PeerHint};
 use crate::runtime::IoKind;
 use crate::torrent::SwarmConfig;
 
 /// Arguments of `ringseed get`.
 #[derive(Debug, Args)]
 pub struct GetArgs {
-    /// The .torrent file.
+    /// The .torrent file, or a magnet URI (`magnet:?xt=urn:btih:…`).
     pub source: String,
     /// Output directory (files go to `<out>/<name>`; resume data to `<out>/.ringseed/`).
     #[arg(short, long, default_value = ".")]
@@ -68,11 +70,34 @@ pub struct GetArgs {
 /// Downloads; exit 0 when complete and the seeding policy is met (or interrupted after
 /// completion), 1 when interrupted before.
 pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
-    let meta = super::load_torrent(std::path::Path::new(&args.source))?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, stop.clone())?;
     }
+    let swarm = SwarmConfig {
+        conns_min: args.conns_min,
+        conns_max: args.conns_max.max(args.conns_min),
+        per_ip_max: args.max_per_ip.max(1),
+        ..SwarmConfig::default()
+    };
+    let mut peers = args.peers.clone();
+    let meta = if args.source.starts_with("magnet:") {
+        let magnet = Magnet::parse(&args.source)?;
+        peers.extend(magnet.peers.iter().filter_map(|p| match p {
+            PeerHint::Addr(a) => Some(*a),
+            PeerHint::Host { .. } => None,
+        }));
+        let opts = MetaOptions {
+            listen: args.listen,
+            io: args.io,
+            swarm,
+            peers: peers.clone(),
+            announce: !args.no_announce,
+        };
+        getter::magnet::metainfo_for(&magnet, &args.output, opts, &stop)?
+    } else {
+        super::load_torrent(std::path::Path::new(&args.source))?
+    };
     let opts = GetOptions {
         meta,
         out_dir: args.output,
@@ -83,13 +108,8 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             time: args.seed_time.map(Duration::from_secs),
             forever: args.seed,
         },
-        swarm: SwarmConfig {
-            conns_min: args.conns_min,
-            conns_max: args.conns_max.max(args.conns_min),
-            per_ip_max: args.max_per_ip.max(1),
-            ..SwarmConfig::default()
-        },
-        peers: args.peers,
+        swarm,
+        peers,
         announce: !args.no_announce,
         hash_threads: args.hash_threads,
         json: args.json,

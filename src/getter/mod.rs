@@ -9,6 +9,7 @@ pub mod app;
 pub mod conn;
 pub mod display;
 pub mod hasher;
+pub mod magnet;
 pub mod stats;
 
 use std::net::SocketAddr;
