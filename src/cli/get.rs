@@ -65,6 +65,9 @@ pub struct GetArgs {
     /// Cap the download rate (e.g. 10MiB per second).
     #[arg(long, value_parser = super::parse_size)]
     pub max_download_rate: Option<u64>,
+    /// Cap the upload rate over all peers (e.g. 5MiB per second).
+    #[arg(long, value_parser = super::parse_size)]
+    pub max_upload_rate: Option<u64>,
 }
 
 /// Downloads; exit 0 when complete and the seeding policy is met (or interrupted after
@@ -114,6 +117,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         hash_threads: args.hash_threads,
         json: args.json,
         rate_limit: args.max_download_rate,
+        upload_limit: args.max_upload_rate,
         pex: !args.no_pex,
     };
     let stats = getter::run(opts, stop)?;

@@ -7,6 +7,7 @@
 mod bench;
 mod create;
 mod demo;
+mod demo_swarm;
 mod get;
 mod magnet;
 mod seed;
@@ -35,7 +36,8 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the demo: make a sample release, seed it, let verifying leechers fetch it.
+    /// Run the demo: make a sample release, seed it to a swarm of `get` peers that trade
+    /// pieces, then serve it at line rate to verifying leechers.
     Demo(demo::DemoArgs),
     /// Download a torrent (resumes after a crash), then seed per --seed-ratio/--seed-time/--seed.
     Get(get::GetArgs),

@@ -39,6 +39,10 @@ pub struct SeedArgs {
     /// Connect to this peer at start-up (repeatable).
     #[arg(long = "peer")]
     pub peers: Vec<SocketAddr>,
+    /// Cap the upload rate over all torrents and peers (e.g. 100MiB per second); each
+    /// shard thread takes an equal share.
+    #[arg(long, value_parser = super::parse_size)]
+    pub max_upload_rate: Option<u64>,
 }
 
 pub(super) fn parse_io(s: &str) -> Result<IoKind, String> {
@@ -67,6 +71,7 @@ pub fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
         upload_slots: args.upload_slots,
         announce: !args.no_announce,
         peers: args.peers,
+        upload_rate: args.max_upload_rate,
     };
     seeder::run(opts, stop)?;
     Ok(ExitCode::SUCCESS)

@@ -21,6 +21,7 @@ use crate::runtime::{
     CloseReason, ConnKey, DiskError, FileSpan, FileSpans, IoTag, ShardApp, ShardCtx,
 };
 use crate::time::Instant;
+use crate::torrent::rate_limit::TokenBucket;
 use crate::torrent::{
     pipeline_depth, Arrival, Bans, BansLimits, Choker, ChokerConfig, ConnUsefulness, Decision,
     Disconnect, LeechChokerConfig, LeechPeer, PeerSource, Picker, Swarm, Verdict,
@@ -93,36 +94,20 @@ pub struct GetApp {
     scratch_keys: Vec<ConnKey>,
     scratch_decisions: Vec<(ConnKey, Decision)>,
     requests_in_flight: usize,
-    limiter: Option<RateLimiter>,
+    /// Caps requested bytes per second: requests are what a downloader controls, and the
+    /// blocks follow them within a round trip.
+    limiter: Option<TokenBucket>,
+    /// Caps uploaded bytes per second (`--max-upload-rate`).
+    upload_limit: Option<u64>,
     pex_enabled: bool,
 }
 
-/// A token bucket over requested bytes: requests are what a downloader controls, and the
-/// blocks follow them within a round trip.
-#[derive(Debug)]
-struct RateLimiter {
-    bytes_per_s: u64,
-    tokens: f64,
-    refilled_at: Instant,
-}
-
-impl RateLimiter {
-    /// Blocks of `block_len` that may be requested now.
-    fn allowance(&mut self, now: Instant, block_len: u32) -> usize {
-        let dt = (now - self.refilled_at).as_secs_f64();
-        self.refilled_at = now;
-        // At most a quarter second of burst.
-        let cap = self.bytes_per_s as f64 / 4.0 + f64::from(block_len);
-        self.tokens = (self.tokens + dt * self.bytes_per_s as f64).min(cap);
-        (self.tokens / f64::from(block_len)).max(0.0) as usize
-    }
-
-    fn spend(&mut self, bytes: u32) {
-        self.tokens -= f64::from(bytes);
-    }
-}
-
 impl GetApp {
+    /// Caps the upload rate (bytes per second over all connections).
+    pub fn set_upload_limit(&mut self, bytes_per_s: Option<u64>) {
+        self.upload_limit = bytes_per_s;
+    }
+
     /// Turns sending PEX messages on or off (received ones are still used).
     pub fn set_pex(&mut self, enabled: bool) {
         self.pex_enabled = enabled;
@@ -130,11 +115,9 @@ impl GetApp {
 
     /// Caps the download rate (requested bytes per second).
     pub fn set_rate_limit(&mut self, bytes_per_s: Option<u64>) {
-        self.limiter = bytes_per_s.map(|b| RateLimiter {
-            bytes_per_s: b.max(1),
-            tokens: 0.0,
-            refilled_at: Instant::ZERO,
-        });
+        // At most a quarter second of burst.
+        let block = u64::from(crate::metainfo::BLOCK_BYTES);
+        self.limiter = bytes_per_s.map(|b| TokenBucket::new(b, b / 4 + block));
     }
 
     /// The app; `setup` carries what `start` registers with the shard.
@@ -169,6 +152,7 @@ impl GetApp {
             scratch_decisions: Vec::new(),
             requests_in_flight: 0,
             limiter: None,
+            upload_limit: None,
             pex_enabled: true,
         }
     }
@@ -400,7 +384,8 @@ impl GetApp {
         let depth = pipeline_depth(s.download_rate(now), RTT_ASSUMED, s.peer_reqq());
         let mut budget = free.saturating_sub(self.requests_in_flight);
         if let Some(l) = &mut self.limiter {
-            budget = budget.min(l.allowance(now, crate::metainfo::BLOCK_BYTES));
+            let block = f64::from(crate::metainfo::BLOCK_BYTES);
+            budget = budget.min((l.tokens(now) / block).max(0.0) as usize);
         }
         let want = depth
             .min(s.request_limit())
@@ -419,7 +404,7 @@ impl GetApp {
             } else {
                 self.requests_in_flight += 1;
                 if let Some(l) = &mut self.limiter {
-                    l.spend(b.len);
+                    l.spend(u64::from(b.len));
                 }
             }
         }
@@ -533,6 +518,11 @@ impl GetApp {
     }
 
     fn dial(&mut self, ctx: &mut ShardCtx<'_, GetConn>, now: Instant) {
+        for addr in self.swarm.take_superseded() {
+            if let Some(k) = self.key_of(addr) {
+                ctx.close(k, "superseded by the peer's own connection to us");
+            }
+        }
         for addr in self.swarm.expired_connects(now) {
             if let Some(k) = self.key_of(addr) {
                 ctx.close(k, "connect timed out");
@@ -540,7 +530,7 @@ impl GetApp {
         }
         while let Some(addr) = self.swarm.poll_connect(now) {
             let conn = GetConn::outbound(self.shared().clone(), addr, now);
-            match ctx.connect(addr, None, conn) {
+            match ctx.connect(addr, self.swarm.source_ip_for(addr), conn) {
                 Ok(key) => {
                     self.swarm.on_connecting(addr, now);
                     self.meta(key, addr, now).connecting = true;
@@ -682,6 +672,11 @@ impl ShardApp for GetApp {
             files: std::cell::RefCell::new(files),
             pool: ctx.write_pool(),
             local: setup.local,
+            upload_bucket: self.upload_limit.map(|b| {
+                // A quarter second of burst, as for downloads.
+                let block = u64::from(crate::metainfo::BLOCK_BYTES);
+                Rc::new(std::cell::RefCell::new(TokenBucket::new(b, b / 4 + block)))
+            }),
         });
         self.shared = Some(shared);
         let peers = std::mem::take(&mut self.initial_peers);

@@ -14,6 +14,7 @@ use crate::runtime::{
     PoolBuf,
 };
 use crate::time::Instant;
+use crate::torrent::rate_limit::{earliest, SharedBucket, UploadThrottle};
 use crate::wire::piece_header;
 
 /// Most events a connection holds for the app; the session itself pauses input at its own
@@ -32,6 +33,8 @@ pub struct Shared {
     pub pool: BufferPool,
     /// Our identity.
     pub local: LocalConfig,
+    /// The shard's upload rate limit (`--max-upload-rate`), if any.
+    pub upload_bucket: Option<SharedBucket>,
 }
 
 /// A downloading (and uploading) connection.
@@ -51,6 +54,7 @@ pub struct GetConn {
     pub metadata: Vec<(u32, u32, Vec<u8>)>,
     /// Payload bytes sent since the app last looked (upload accounting).
     pub sent_bytes: u64,
+    throttle: UploadThrottle,
 }
 
 fn protocol(e: PeerError) -> CloseReason {
@@ -61,7 +65,7 @@ impl GetConn {
     /// A connection the peer opened.
     pub fn inbound(shared: Rc<Shared>, addr: SocketAddr, now: Instant) -> GetConn {
         let session = Session::inbound(shared.local, now);
-        GetConn::with(session, shared, addr)
+        GetConn::with(session, shared, addr, now)
     }
 
     /// A connection we open.
@@ -69,11 +73,13 @@ impl GetConn {
         let torrent = shared.torrent.borrow().clone();
         let have = shared.have.borrow().clone();
         let session = Session::outbound(torrent, have, shared.local, now);
-        GetConn::with(session, shared, addr)
+        GetConn::with(session, shared, addr, now)
     }
 
-    fn with(session: Session, shared: Rc<Shared>, addr: SocketAddr) -> GetConn {
+    fn with(session: Session, shared: Rc<Shared>, addr: SocketAddr, now: Instant) -> GetConn {
+        let throttle = UploadThrottle::new(shared.upload_bucket.clone(), now);
         GetConn {
+            throttle,
             session,
             shared,
             addr,
@@ -123,6 +129,7 @@ impl GetConn {
 
 impl Connection for GetConn {
     fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<usize, CloseReason> {
+        self.throttle.note_now(now);
         let mut used = 0;
         loop {
             let was_active = self.session.is_active();
@@ -147,7 +154,11 @@ impl Connection for GetConn {
     }
 
     fn poll_block(&mut self) -> Option<BlockSend> {
+        if !self.session.has_block_to_send() || !self.throttle.admit() {
+            return None;
+        }
         let block = self.session.poll_block()?;
+        self.throttle.spend(u64::from(block.len));
         let layout = self.session.layout()?.clone();
         let files = self.shared.files.borrow();
         let mut spans = FileSpans::new();
@@ -167,17 +178,19 @@ impl Connection for GetConn {
     }
 
     fn on_sent(&mut self, bytes: usize, now: Instant) {
+        self.throttle.note_now(now);
         self.session.on_block_sent(bytes as u32, now);
         self.sent_bytes += bytes as u64;
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), CloseReason> {
+        self.throttle.note_now(now);
         self.session.handle_timeout(now).map_err(protocol)?;
         self.drain_events(now)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.session.poll_timeout()
+        earliest(self.session.poll_timeout(), self.throttle.wake_at())
     }
 
     fn wants_app(&self) -> bool {

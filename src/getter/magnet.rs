@@ -77,8 +77,20 @@ impl MetaApp {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        for addr in self.swarm.take_superseded() {
+            let keys: Vec<ConnKey> = self
+                .addrs
+                .iter()
+                .filter(|(_, a)| **a == addr)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in keys {
+                ctx.close(k, "superseded by the peer's own connection to us");
+            }
+        }
         while let Some(addr) = self.swarm.poll_connect(now) {
-            match ctx.connect(addr, None, GetConn::outbound(shared.clone(), addr, now)) {
+            let conn = GetConn::outbound(shared.clone(), addr, now);
+            match ctx.connect(addr, self.swarm.source_ip_for(addr), conn) {
                 Ok(key) => {
                     self.swarm.on_connecting(addr, now);
                     self.swarm.on_connected(addr, now);
@@ -101,6 +113,7 @@ impl ShardApp for MetaApp {
             files: std::cell::RefCell::new(Vec::new()),
             pool: ctx.write_pool(),
             local: self.local,
+            upload_bucket: None,
         }));
         let hints = std::mem::take(&mut self.hints);
         self.swarm.add_peers(hints, PeerSource::Hint, now);

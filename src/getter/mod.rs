@@ -91,6 +91,8 @@ pub struct GetOptions {
     pub json: bool,
     /// Download rate cap in bytes per second.
     pub rate_limit: Option<u64>,
+    /// Upload cap, bytes per second.
+    pub upload_limit: Option<u64>,
     /// Send PEX messages (BEP 11) to peers.
     pub pex: bool,
 }
@@ -208,7 +210,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
     let parts = Mutex::new(Some((setup, picker, hasher_files, swarm)));
     let (stats2, policy, hashes) = (stats.clone(), opts.seed, meta.info.pieces.clone());
     let (peers, threads, layout2) = (opts.peers.clone(), opts.hash_threads.max(1), layout.clone());
-    let (rate_limit, pex) = (opts.rate_limit, opts.pex);
+    let (rate_limit, upload_limit, pex) = (opts.rate_limit, opts.upload_limit, opts.pex);
     let rt_cfg = RuntimeConfig {
         shards: 1,
         io: opts.io,
@@ -243,6 +245,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
             peers.clone(),
         );
         app.set_rate_limit(rate_limit);
+        app.set_upload_limit(upload_limit);
         app.set_pex(pex);
         app
     })?;

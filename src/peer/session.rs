@@ -488,6 +488,11 @@ impl Session {
         self.requests.pop_front()
     }
 
+    /// Whether [`poll_block`](Self::poll_block) would return a block now.
+    pub fn has_block_to_send(&self) -> bool {
+        !self.am_choking && !self.requests.is_empty()
+    }
+
     /// The next thing the shell must react to, if any, oldest first.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()

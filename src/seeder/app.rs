@@ -18,6 +18,7 @@ use crate::metainfo::InfoHash;
 use crate::peer::LocalConfig;
 use crate::runtime::{CloseReason, ConnKey, ShardApp, ShardCtx};
 use crate::time::Instant;
+use crate::torrent::rate_limit::{SharedBucket, TokenBucket};
 use crate::torrent::{ChokerConfig, ChokerPeer, Decision, SeedChoker};
 
 /// How often the shard re-runs the chokers: free slots are refilled within this long of a
@@ -51,6 +52,10 @@ pub struct AppConfig {
     pub shards: usize,
     /// Peers to dial at start-up, with their torrent.
     pub initial_peers: Vec<(InfoHash, SocketAddr)>,
+    /// Our listen IP when it is a specific one: outbound connections come from it.
+    pub source_ip: Option<std::net::IpAddr>,
+    /// Upload cap over the whole process, bytes per second (each shard takes its share).
+    pub upload_rate: Option<u64>,
 }
 
 /// The shard which dials `addr`: the same peer always goes to the same shard, so one shard
@@ -73,12 +78,20 @@ pub struct SeedApp {
     dialled: HashSet<(InfoHash, SocketAddr)>,
     scratch_peers: HashMap<InfoHash, Vec<ChokerPeer<ConnKey>>>,
     decisions: Vec<(ConnKey, Decision)>,
+    upload_bucket: Option<SharedBucket>,
 }
 
 impl SeedApp {
     /// The app for shard `shard`.
     pub fn new(shard: usize, registry: Arc<Registry>, cfg: AppConfig) -> SeedApp {
+        let upload_bucket = cfg.upload_rate.map(|total| {
+            let share = total / cfg.shards.max(1) as u64;
+            // A quarter second of burst, and at least one block.
+            let burst = share / 4 + u64::from(crate::metainfo::BLOCK_BYTES);
+            Rc::new(std::cell::RefCell::new(TokenBucket::new(share, burst)))
+        });
         SeedApp {
+            upload_bucket,
             shard,
             registry,
             cfg,
@@ -107,8 +120,18 @@ impl SeedApp {
             return;
         };
         let now = ctx.now();
-        let conn = SeedConn::outbound(self.torrents.clone(), torrent, self.cfg.local, now);
-        match ctx.connect(addr, None, conn) {
+        let conn = SeedConn::outbound(
+            self.torrents.clone(),
+            torrent,
+            self.cfg.local,
+            self.upload_bucket.clone(),
+            now,
+        );
+        let source = self
+            .cfg
+            .source_ip
+            .filter(|ip| ip.is_ipv4() == addr.is_ipv4());
+        match ctx.connect(addr, source, conn) {
             Ok(key) => {
                 tracing::debug!(%addr, torrent = %info_hash, "connecting out");
                 self.outbound.insert(key, (info_hash, addr));
@@ -222,6 +245,7 @@ impl ShardApp for SeedApp {
         Some(SeedConn::inbound(
             self.torrents.clone(),
             self.cfg.local,
+            self.upload_bucket.clone(),
             now,
         ))
     }

@@ -14,6 +14,7 @@ use crate::runtime::{
     BlockSend, BlockSource, CloseReason, Connection, FileId, FileSpan, FileSpans,
 };
 use crate::time::Instant;
+use crate::torrent::rate_limit::{earliest, SharedBucket, UploadThrottle};
 use crate::wire::piece_header;
 
 /// A torrent as one shard serves it: the shared state and this shard's file ids.
@@ -33,6 +34,7 @@ pub struct SeedConn {
     session: Session,
     torrents: ShardTorrents,
     torrent: Option<ShardTorrent>,
+    throttle: UploadThrottle,
 }
 
 fn protocol(e: PeerError) -> CloseReason {
@@ -41,11 +43,17 @@ fn protocol(e: PeerError) -> CloseReason {
 
 impl SeedConn {
     /// A connection a peer opened; the torrent is resolved from its handshake.
-    pub fn inbound(torrents: ShardTorrents, local: LocalConfig, now: Instant) -> SeedConn {
+    pub fn inbound(
+        torrents: ShardTorrents,
+        local: LocalConfig,
+        bucket: Option<SharedBucket>,
+        now: Instant,
+    ) -> SeedConn {
         SeedConn {
             session: Session::inbound(local, now),
             torrents,
             torrent: None,
+            throttle: UploadThrottle::new(bucket, now),
         }
     }
 
@@ -54,12 +62,14 @@ impl SeedConn {
         torrents: ShardTorrents,
         torrent: ShardTorrent,
         local: LocalConfig,
+        bucket: Option<SharedBucket>,
         now: Instant,
     ) -> SeedConn {
         SeedConn {
             session: Session::outbound(torrent.served.seed.clone(), PieceSet::All, local, now),
             torrents,
             torrent: Some(torrent),
+            throttle: UploadThrottle::new(bucket, now),
         }
     }
 
@@ -98,6 +108,7 @@ impl SeedConn {
 
 impl Connection for SeedConn {
     fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<usize, CloseReason> {
+        self.throttle.note_now(now);
         let mut used = 0;
         loop {
             let input = self
@@ -124,7 +135,11 @@ impl Connection for SeedConn {
 
     fn poll_block(&mut self) -> Option<BlockSend> {
         let torrent = self.torrent.as_ref()?;
+        if !self.session.has_block_to_send() || !self.throttle.admit() {
+            return None;
+        }
         let block = self.session.poll_block()?;
+        self.throttle.spend(u64::from(block.len));
         let layout = torrent
             .served
             .seed
@@ -150,6 +165,7 @@ impl Connection for SeedConn {
     }
 
     fn on_sent(&mut self, bytes: usize, now: Instant) {
+        self.throttle.note_now(now);
         self.session.on_block_sent(bytes as u32, now);
         if let Some(t) = &self.torrent {
             t.served.uploaded.fetch_add(bytes as u64, Ordering::Relaxed);
@@ -157,10 +173,11 @@ impl Connection for SeedConn {
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), CloseReason> {
+        self.throttle.note_now(now);
         self.session.handle_timeout(now).map_err(protocol)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.session.poll_timeout()
+        earliest(self.session.poll_timeout(), self.throttle.wake_at())
     }
 }

@@ -48,6 +48,8 @@ pub struct SeedOptions {
     pub announce: bool,
     /// Peers to connect to at start-up (for every torrent).
     pub peers: Vec<SocketAddr>,
+    /// Upload cap over the whole process, bytes per second.
+    pub upload_rate: Option<u64>,
 }
 
 /// Loads every torrent named in `opts`; a torrent whose file or data is bad is refused with
@@ -131,6 +133,8 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         upload_slots: opts.upload_slots,
         shards,
         initial_peers,
+        upload_rate: opts.upload_rate,
+        source_ip: Some(opts.listen.ip()).filter(|ip| !ip.is_unspecified()),
     };
     let rt_cfg = RuntimeConfig {
         shards,

@@ -9,6 +9,7 @@ mod choker;
 mod leech_choker;
 mod picker;
 mod picker_avail;
+pub mod rate_limit;
 mod swarm;
 
 pub use bans::{

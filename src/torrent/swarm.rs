@@ -123,6 +123,9 @@ pub struct Swarm {
     banned: HashSet<IpAddr>,
     retired: HashSet<SocketAddr>,
     own: HashSet<SocketAddr>,
+    /// Our young outbound connections given up for an incoming one from the same IP (see
+    /// [`accept_incoming`](Swarm::accept_incoming)); the shell closes them.
+    superseded: Vec<SocketAddr>,
 }
 
 impl Swarm {
@@ -137,6 +140,7 @@ impl Swarm {
             banned: HashSet::new(),
             retired: HashSet::new(),
             own: HashSet::new(),
+            superseded: Vec::new(),
         }
     }
 
@@ -148,6 +152,16 @@ impl Swarm {
     /// Our own listening addresses: never dialled (trackers hand us back to ourselves).
     pub fn set_own_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
         self.own = addrs.into_iter().collect();
+    }
+
+    /// The address to connect out from when dialling `peer`: our own listen IP when it is a
+    /// specific one of the same family, so peers see the IP we listen on (on a host with
+    /// several addresses, such as 127.0.0.x test swarms, the kernel would pick another).
+    pub fn source_ip_for(&self, peer: SocketAddr) -> Option<IpAddr> {
+        self.own
+            .iter()
+            .map(SocketAddr::ip)
+            .find(|ip| !ip.is_unspecified() && ip.is_ipv4() == peer.is_ipv4())
     }
 
     /// Open plus opening connections.
@@ -293,21 +307,66 @@ impl Swarm {
 
     /// Whether to accept an incoming connection from `addr`: not banned, below `conns_max`
     /// and the per-IP limit. On `true` the connection is counted.
+    ///
+    /// Two peers that learn of each other at once dial each other at once; with one
+    /// connection per IP each would then refuse the other's incoming connection and both
+    /// would be lost. So when the IP's only room is taken by our own outbound connection
+    /// opened less than `connect_timeout` ago, both sides keep the connection opened by the
+    /// lower IP address: here, the incoming one wins if its IP is below ours, and our
+    /// outbound one is handed to the shell to close through
+    /// [`take_superseded`](Self::take_superseded).
     pub fn accept_incoming(&mut self, addr: SocketAddr, now: Instant) -> bool {
         if self.banned.contains(&addr.ip())
             || self.conns.len() >= self.cfg.conns_max
-            || !self.ip_has_room(addr.ip())
             || self.conns.contains_key(&addr)
         {
             return false;
+        }
+        if !self.ip_has_room(addr.ip()) {
+            let Some(ours) = self.simultaneous_outbound(addr.ip(), now) else {
+                return false;
+            };
+            if !self.incoming_wins_tie(addr.ip()) || self.superseded.len() >= self.cfg.conns_max {
+                return false;
+            }
+            self.close(ours);
+            self.superseded.push(ours);
+            // Dialable again once the incoming connection ends (the IP is full until then).
+            if self.candidates.contains_key(&ours) {
+                self.order.push_back(ours);
+            }
         }
         self.open(addr, false, ConnState::Connected, now);
         true
     }
 
+    /// Our outbound connection to `ip` opened less than `connect_timeout` ago, if the IP's
+    /// room is all taken by it.
+    fn simultaneous_outbound(&self, ip: IpAddr, now: Instant) -> Option<SocketAddr> {
+        let mut to_ip = self.conns.iter().filter(|(a, _)| a.ip() == ip);
+        let (addr, conn) = to_ip.next()?;
+        let young = now.saturating_duration_since(conn.since) < self.cfg.connect_timeout;
+        (to_ip.next().is_none() && conn.outbound && young).then_some(*addr)
+    }
+
+    /// Whether a connection opened by `ip` beats ours to it: the lower IP's connection wins.
+    /// Without a known own address of the same family, ours wins (the old, safe answer).
+    fn incoming_wins_tie(&self, ip: IpAddr) -> bool {
+        self.source_ip_for(SocketAddr::new(ip, 0))
+            .is_some_and(|own| ip < own)
+    }
+
+    /// Outbound connections given up for an incoming one (the shell closes them; the swarm
+    /// has already forgotten them, so their close is not reported as a failure).
+    pub fn take_superseded(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.superseded)
+    }
+
     /// An outbound connect failed (refused, timed out): back off exponentially.
     pub fn on_connect_failed(&mut self, addr: SocketAddr, now: Instant) {
-        self.close(addr);
+        if self.close(addr).is_none() {
+            return; // superseded, or reported twice: not a failure of the address
+        }
         let (first, max, failures_max) = (
             self.cfg.backoff_first,
             self.cfg.backoff_max,

@@ -179,3 +179,52 @@ fn the_pool_is_bounded() {
     assert_eq!(s.candidate_count(), 10);
     assert_eq!(s.poll_connect(t(0)), Some(addr(90)));
 }
+
+#[test]
+fn simultaneous_dials_keep_exactly_the_lower_ips_connection() {
+    // A (10.0.0.1) and B (10.0.0.2) dial each other at once with one connection per IP:
+    // A refuses B's connection, B accepts A's and gives up its own, so one survives.
+    let (a_addr, b_addr) = (addr(1), addr(2));
+    let mut a = Swarm::new(small());
+    let mut b = Swarm::new(small());
+    a.set_own_addrs([a_addr]);
+    b.set_own_addrs([b_addr]);
+    a.add_peers([b_addr], PeerSource::Hint, t(0));
+    b.add_peers([a_addr], PeerSource::Hint, t(0));
+    assert_eq!(dial_all(&mut a, t(0)), vec![b_addr]);
+    assert_eq!(dial_all(&mut b, t(0)), vec![a_addr]);
+    let from_b = SocketAddr::new(b_addr.ip(), 50_000);
+    let from_a = SocketAddr::new(a_addr.ip(), 50_001);
+    assert!(
+        !a.accept_incoming(from_b, t(0)),
+        "the higher IP's dial must lose"
+    );
+    assert!(
+        b.accept_incoming(from_a, t(0)),
+        "the lower IP's dial must win"
+    );
+    assert_eq!(b.take_superseded(), vec![a_addr]);
+    assert!(a.take_superseded().is_empty());
+    assert_eq!((a.connection_count(), b.connection_count()), (1, 1));
+    // B's own connect, closed by the shell, is not held against A's address.
+    b.on_connect_failed(a_addr, t(0));
+    b.on_disconnected(from_a, Disconnect::Normal, t(1));
+    assert_eq!(
+        b.poll_connect(t(1)),
+        Some(a_addr),
+        "no back-off for a superseded dial"
+    );
+}
+
+#[test]
+fn an_established_outbound_connection_is_never_superseded() {
+    // Past connect_timeout our connection is a working one: a second connection from the
+    // same IP is refused even if that IP is lower than ours.
+    let mut s = Swarm::new(small());
+    s.set_own_addrs([addr(9)]);
+    s.add_peers([addr(1)], PeerSource::Hint, t(0));
+    assert_eq!(dial_all(&mut s, t(0)), vec![addr(1)]);
+    let later = t(0) + s.cfg.connect_timeout;
+    assert!(!s.accept_incoming(SocketAddr::new(addr(1).ip(), 50_000), later));
+    assert!(s.take_superseded().is_empty());
+}
