@@ -71,6 +71,28 @@ struct PeerMeta {
     /// Outbound and not yet confirmed to the swarm as connected.
     connecting: bool,
     last_pex: Option<Instant>,
+    /// Pieces the peer claims but passed over our requests for: not asked of it again.
+    skipped: std::collections::HashSet<PieceIndex>,
+}
+
+/// Pieces a peer may pass over (claim but not send) before we close the connection: it
+/// wastes a slot while honest peers wait.
+pub const PEER_SKIPPED_PIECES_MAX: usize = 64;
+
+/// A peer's pieces minus those it passed over.
+struct Claimed<'a> {
+    session: &'a Session,
+    skipped: &'a std::collections::HashSet<PieceIndex>,
+}
+
+impl crate::torrent::PieceView for Claimed<'_> {
+    fn has(&self, piece: PieceIndex) -> bool {
+        self.session.peer_has(piece) && !self.skipped.contains(&piece)
+    }
+
+    fn is_seed(&self) -> bool {
+        false
+    }
 }
 
 /// The app of the one shard a `get` runs on.
@@ -168,6 +190,7 @@ impl GetApp {
             waiting_since: now,
             connecting: false,
             last_pex: None,
+            skipped: std::collections::HashSet::new(),
         })
     }
 
@@ -236,6 +259,13 @@ impl GetApp {
                 }
                 Event::RequestDropped { block, reason } => {
                     self.picker.block_dropped(key, *block);
+                    if *reason == DropReason::Skipped {
+                        let skipped = &mut self.meta(key, addr, now).skipped;
+                        skipped.insert(block.piece);
+                        if skipped.len() > PEER_SKIPPED_PIECES_MAX {
+                            close = Some("claims pieces it does not send");
+                        }
+                    }
                     if *reason == DropReason::TimedOut {
                         if let Some(c) = ctx.get_mut(key) {
                             // Free the session's slot: the block goes to another peer.
@@ -279,6 +309,10 @@ impl GetApp {
         ctx: &mut ShardCtx<'_, GetConn>,
         now: Instant,
     ) {
+        if let Some(m) = self.peers.get_mut(&key) {
+            // It sent data of this piece after all: it was slow or reordering, not lying.
+            m.skipped.remove(&block.piece);
+        }
         let mut cancel = std::mem::take(&mut self.scratch_keys);
         cancel.clear();
         let arrival = self.picker.block_received(key, block, &mut cancel);
@@ -397,7 +431,18 @@ impl GetApp {
         }
         let mut blocks = std::mem::take(&mut self.scratch_blocks);
         blocks.clear();
-        self.picker.pick(key, &conn.session, want, &mut blocks);
+        match self.peers.get(&key).filter(|m| !m.skipped.is_empty()) {
+            Some(m) => {
+                let claimed = Claimed {
+                    session: &conn.session,
+                    skipped: &m.skipped,
+                };
+                self.picker.pick(key, &claimed, want, &mut blocks);
+            }
+            None => {
+                self.picker.pick(key, &conn.session, want, &mut blocks);
+            }
+        }
         for &b in &blocks {
             if conn.session.request(b, now).is_err() {
                 self.picker.block_dropped(key, b);

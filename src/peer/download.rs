@@ -22,7 +22,8 @@ use super::rate::RateMeter;
 use super::session::{MessageResult, Session, State};
 use super::{
     PeerError, Refused, ALLOWED_FAST_MAX, METADATA_REQUEST_TIMEOUT, PEER_BLOCKS_UNREQUESTED_MAX,
-    REQUESTS_ABANDONED_REMEMBERED_MAX, REQUESTS_OUTSTANDING_MAX, REQUEST_TIMEOUT,
+    REQUESTS_ABANDONED_REMEMBERED_MAX, REQUESTS_OUTSTANDING_MAX, REQUEST_SKIPS_MAX,
+    REQUEST_TIMEOUT,
 };
 use crate::metainfo::{BlockRef, PieceIndex};
 use crate::time::Instant;
@@ -33,6 +34,8 @@ use crate::wire::{Message, RawBlock};
 struct Sent {
     block: BlockRef,
     at: Instant,
+    /// Later requests answered before this one.
+    skipped: u16,
 }
 
 /// Our requests to one peer and what we learned receiving its blocks.
@@ -107,6 +110,9 @@ impl Downloads {
     fn take(&mut self, raw: RawBlock) -> Option<(BlockRef, bool)> {
         let is = |b: &BlockRef| RawBlock::from(*b) == raw;
         if let Some(i) = self.waiting.iter().position(|s| is(&s.block)) {
+            for passed in self.waiting.range_mut(..i) {
+                passed.skipped = passed.skipped.saturating_add(1);
+            }
             return self.waiting.remove(i).map(|s| (s.block, false));
         }
         for list in [&mut self.stalled, &mut self.abandoned] {
@@ -115,6 +121,23 @@ impl Downloads {
             }
         }
         None
+    }
+
+    /// Drops the waiting requests passed over [`REQUEST_SKIPS_MAX`] times (oldest first:
+    /// only they can have been passed over that often).
+    fn drop_skipped(&mut self, events: &mut VecDeque<Event>) {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|s| s.skipped >= REQUEST_SKIPS_MAX)
+        {
+            let s = self.waiting.pop_front().expect("front exists");
+            self.abandon(s.block);
+            events.push_back(Event::RequestDropped {
+                block: s.block,
+                reason: DropReason::Skipped,
+            });
+        }
     }
 
     fn reject(&mut self, raw: RawBlock) -> Answered {
@@ -237,7 +260,11 @@ impl Session {
         // A block requested again after we gave up on it: its answer is no longer late.
         self.downloads.abandoned.retain(|&b| b != block);
         Message::Request(block.into()).encode(&mut self.control);
-        self.downloads.waiting.push_back(Sent { block, at: now });
+        self.downloads.waiting.push_back(Sent {
+            block,
+            at: now,
+            skipped: 0,
+        });
         self.note_output(now);
         Ok(())
     }
@@ -316,6 +343,7 @@ impl Session {
         d.rate.record(u64::from(block.len), now);
         d.bytes += u64::from(block.len);
         d.last_block_at = Some(now);
+        d.drop_skipped(&mut self.events);
         Ok(Some(Received::Block { block, data, late }))
     }
 

@@ -17,6 +17,10 @@ pub enum DropReason {
     /// keeps its slot until the peer answers it or the shell cancels it, so a stalled peer
     /// gets no new requests; a late answer arrives with `late: true`.
     TimedOut,
+    /// The peer answered [`REQUEST_SKIPS_MAX`](super::REQUEST_SKIPS_MAX) later requests
+    /// before this one: it passed over it (likely it lacks the piece it claimed). The slot
+    /// is freed; a late answer still arrives with `late: true`.
+    Skipped,
 }
 
 /// Something the shell must know about; see [`Session::poll_event`](super::Session::poll_event).

@@ -69,6 +69,14 @@ pub const PEER_BLOCKS_UNREQUESTED_MAX: u32 = 64;
 /// (libtorrent's `request_timeout` is 60 s too).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A waiting request that this many later requests were answered before is taken as
+/// dropped: the peer passed over it and will not send it. Peers that claim pieces they lack
+/// do this. Honest ones answer in order, give or take blocks whose disk reads complete out
+/// of order; a false alarm costs little, since the late block is still used as data. It
+/// must stay below the smallest pipeline (`PIPELINE_DEPTH_MIN` + margin, 8) or a pipeline
+/// holding one dead request could never show it.
+pub const REQUEST_SKIPS_MAX: u16 = 4;
+
 /// `allowed fast` pieces (BEP 6) we remember per peer. BEP 6 suggests sets of 10;
 /// libtorrent sends up to its `allowed_fast_set_size` (5); more are ignored.
 pub const ALLOWED_FAST_MAX: usize = 32;

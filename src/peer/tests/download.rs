@@ -595,3 +595,49 @@ fn two_leechers_with_complementary_halves_complete_each_other() {
     assert_eq!(b_saw, vec![4, 5, 6, 7]);
     assert!(pair.a.session.peer_is_seed() && pair.b.session.peer_is_seed());
 }
+
+#[test]
+fn a_request_passed_over_by_many_later_answers_is_dropped_as_skipped() {
+    // A peer that claims every piece but answers only later requests (it lacks the first
+    // piece): once REQUEST_SKIPS_MAX later blocks came first, the request is reported as
+    // skipped and frees its slot; a late answer after that is still data, marked late.
+    let pieces = 40;
+    let mut h = Harness::active(partial(pieces, &[]), PLAIN);
+    let full = Bitfield::full(pieces);
+    h.send_all(&[Message::Bitfield(full.as_bytes()), Message::Unchoke])
+        .unwrap();
+    h.session.set_interested(true, h.now);
+    h.flush();
+    h.received();
+    h.take_events();
+    let n = u32::from(REQUEST_SKIPS_MAX) + 2;
+    let blocks: Vec<BlockRef> = (0..n)
+        .map(|i| block(&h.torrent, i / 2, (i % 2) * 16384, 16384))
+        .collect();
+    for &b in &blocks {
+        h.session.request(b, h.now).unwrap();
+    }
+    h.flush();
+    h.received();
+    // Answer everything but the first block, in order.
+    for i in 1..n {
+        send_piece(&mut h, i / 2, (i % 2) * 16384, 16384).unwrap();
+        let events = h.take_events();
+        if i < u32::from(REQUEST_SKIPS_MAX) {
+            assert!(events.is_empty(), "dropped too early, after {i} answers");
+        } else if i == u32::from(REQUEST_SKIPS_MAX) {
+            assert_eq!(
+                events,
+                vec![Event::RequestDropped {
+                    block: blocks[0],
+                    reason: DropReason::Skipped
+                }]
+            );
+        }
+    }
+    assert_eq!(h.session.requests_outstanding(), 0);
+    h.rx.clear();
+    send_piece(&mut h, 0, 0, 16384).unwrap();
+    assert!(matches!(h.rx[..], [Rx::Block { late: true, .. }]));
+    assert_eq!(h.session.blocks_unrequested(), 0);
+}
