@@ -92,4 +92,3 @@ pub fn libtorrent_seeder(torrent: &Path, data_parent: &Path, port: u16) -> Guard
     wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     Guard(child)
 }
-

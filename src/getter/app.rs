@@ -259,6 +259,10 @@ impl GetApp {
                 }
                 Event::RequestDropped { block, reason } => {
                     self.picker.block_dropped(key, *block);
+                    if *reason != DropReason::TimedOut {
+                        // A timed-out request keeps its slot (and buffer) until cancelled.
+                        self.requests_in_flight = self.requests_in_flight.saturating_sub(1);
+                    }
                     if *reason == DropReason::Skipped {
                         let skipped = &mut self.meta(key, addr, now).skipped;
                         skipped.insert(block.piece);
@@ -286,6 +290,10 @@ impl GetApp {
                 _ => {}
             }
         }
+        // Answered and lost requests no longer need a write buffer in reserve (`publish`
+        // recounts exactly every tick; this keeps the budget honest in between).
+        let answered = blocks.len() + lost.len();
+        self.requests_in_flight = self.requests_in_flight.saturating_sub(answered);
         for block in lost {
             self.picker.block_dropped(key, block);
         }
@@ -415,7 +423,7 @@ impl GetApp {
         if !s.is_active() || !s.am_interested() || s.peer_choking() || self.picker.is_complete() {
             return;
         }
-        let depth = pipeline_depth(s.download_rate(now), RTT_ASSUMED, s.peer_reqq());
+        let depth = pipeline_depth(s.download_rate_fast(now), RTT_ASSUMED, s.peer_reqq());
         let mut budget = free.saturating_sub(self.requests_in_flight);
         if let Some(l) = &mut self.limiter {
             let block = f64::from(crate::metainfo::BLOCK_BYTES);

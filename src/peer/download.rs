@@ -53,6 +53,9 @@ pub(super) struct Downloads {
     pub(super) unrequested: u32,
     pub(super) timed_out: u32,
     pub(super) rate: RateMeter,
+    /// The same bytes on [`FAST_RATE_TIME_CONSTANT`](super::rate::FAST_RATE_TIME_CONSTANT):
+    /// what pipelines are sized by.
+    pub(super) fast_rate: RateMeter,
     pub(super) bytes: u64,
     pub(super) last_block_at: Option<Instant>,
 }
@@ -78,6 +81,7 @@ impl Downloads {
             unrequested: 0,
             timed_out: 0,
             rate: RateMeter::new(now),
+            fast_rate: RateMeter::with_time_constant(now, super::rate::FAST_RATE_TIME_CONSTANT),
             bytes: 0,
             last_block_at: None,
         }
@@ -341,6 +345,7 @@ impl Session {
         };
         let d = &mut self.downloads;
         d.rate.record(u64::from(block.len), now);
+        d.fast_rate.record(u64::from(block.len), now);
         d.bytes += u64::from(block.len);
         d.last_block_at = Some(now);
         d.drop_skipped(&mut self.events);

@@ -155,6 +155,11 @@ impl Session {
     pub fn download_rate(&self, now: Instant) -> u64 {
         self.downloads.rate.rate(now)
     }
+
+    /// Our download rate from this peer over about the last second (for pipeline depth).
+    pub fn download_rate_fast(&self, now: Instant) -> u64 {
+        self.downloads.fast_rate.rate(now)
+    }
     /// Block bytes received from this peer (late ones included).
     pub fn downloaded_bytes(&self) -> u64 {
         self.downloads.bytes

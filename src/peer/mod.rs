@@ -71,11 +71,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A waiting request that this many later requests were answered before is taken as
 /// dropped: the peer passed over it and will not send it. Peers that claim pieces they lack
-/// do this. Honest ones answer in order, give or take blocks whose disk reads complete out
-/// of order; a false alarm costs little, since the late block is still used as data. It
-/// must stay below the smallest pipeline (`PIPELINE_DEPTH_MIN` + margin, 8) or a pipeline
-/// holding one dead request could never show it.
-pub const REQUEST_SKIPS_MAX: u16 = 4;
+/// do this. Honest ones answer roughly in order, but libtorrent's disk threads reorder by
+/// dozens of blocks (with 4, a libtorrent seeder had most requests dropped, the late
+/// answers overflowed what we remember and the connection closed). A pipeline too shallow
+/// to show this many skips relies on endgame and the request timeout instead.
+pub const REQUEST_SKIPS_MAX: u16 = 64;
 
 /// `allowed fast` pieces (BEP 6) we remember per peer. BEP 6 suggests sets of 10;
 /// libtorrent sends up to its `allowed_fast_set_size` (5); more are ignored.

@@ -16,23 +16,38 @@ pub const RATE_TIME_CONSTANT: Duration = Duration::from_secs(10);
 pub struct RateMeter {
     rate: f64,
     at: Instant,
+    tau_s: f64,
 }
 
+/// Time constant of the fast meter that sizes request pipelines: the choker's 10 s average
+/// reads only a tenth of a new peer's rate after one second, which would keep a fast peer's
+/// pipeline shallow for most of a short download.
+pub const FAST_RATE_TIME_CONSTANT: Duration = Duration::from_secs(1);
+
 impl RateMeter {
-    /// A meter reading zero.
+    /// A meter reading zero, with [`RATE_TIME_CONSTANT`].
     pub fn new(now: Instant) -> RateMeter {
-        RateMeter { rate: 0.0, at: now }
+        RateMeter::with_time_constant(now, RATE_TIME_CONSTANT)
+    }
+
+    /// A meter reading zero with time constant `tau` (at least 1 ms).
+    pub fn with_time_constant(now: Instant, tau: Duration) -> RateMeter {
+        RateMeter {
+            rate: 0.0,
+            at: now,
+            tau_s: tau.as_secs_f64().max(0.001),
+        }
     }
 
     fn decayed(&self, now: Instant) -> f64 {
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
-        self.rate * (-dt / RATE_TIME_CONSTANT.as_secs_f64()).exp()
+        self.rate * (-dt / self.tau_s).exp()
     }
 
     /// Counts `bytes` transferred at `now`.
     pub fn record(&mut self, bytes: u64, now: Instant) {
         let now = now.max(self.at);
-        self.rate = self.decayed(now) + bytes as f64 / RATE_TIME_CONSTANT.as_secs_f64();
+        self.rate = self.decayed(now) + bytes as f64 / self.tau_s;
         self.at = now;
     }
 
@@ -60,6 +75,15 @@ mod tests {
         let r = m.rate(Instant::from_secs(60));
         assert!((990_000..=1_010_000).contains(&r), "{r}");
         assert!(m.rate(Instant::from_secs(120)) < 10_000);
+    }
+
+    #[test]
+    fn the_fast_meter_follows_a_new_peer_within_a_few_seconds() {
+        // With a 1 s time constant, 3 s at 1 MB/s read at least 95 % of it.
+        let mut m = RateMeter::with_time_constant(Instant::ZERO, FAST_RATE_TIME_CONSTANT);
+        run(&mut m, 0, 3_000, 1_000);
+        let r = m.rate(Instant::from_secs(3));
+        assert!((950_000..=1_010_000).contains(&r), "{r}");
     }
 
     #[test]
