@@ -2,7 +2,7 @@
 //! the peer store and the node state machine with its iterative lookups.
 //!
 //! Sans-IO like the rest of the core: [`Node`] takes datagrams and `now` and returns datagrams
-//! to send and events; it never touches a socket, a clock or a file. `udp`
+//! to send and events; it never touches a socket, a clock or a file. [`udp`]
 //! (the UDP shell) drives it over a `std::net::UdpSocket` on one thread.
 //! IPv4 only for now (BEP 32's `nodes6` is ignored).
 
@@ -11,6 +11,7 @@ pub mod lookup;
 pub mod node;
 pub mod peers;
 pub mod routing;
+pub mod udp;
 
 #[cfg(test)]
 mod krpc_tests;

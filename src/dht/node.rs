@@ -142,6 +142,7 @@ struct Running {
 /// A torrent the node announces (with a port) or only searches (without).
 struct Torrent {
     port: Option<u16>,
+    seeking: bool,
     next_at: Instant,
     running: Option<LookupId>,
 }
@@ -224,28 +225,29 @@ impl Node {
         }
     }
 
-    /// Announces `info_hash` with our TCP `port` now and every [`REANNOUNCE_INTERVAL`];
-    /// the lookups also report the peers they meet.
+    /// Announces `info_hash` with our TCP `port` now and every [`REANNOUNCE_INTERVAL`] (a
+    /// seeder); the lookups also report the peers they meet.
     pub fn announce(&mut self, info_hash: NodeId, port: u16, now: Instant) {
-        self.torrents.insert(
-            info_hash,
-            Torrent {
-                port: Some(port),
-                next_at: now,
-                running: None,
-            },
-        );
-        self.run_torrents(now);
+        self.track(info_hash, Some(port), false, now);
     }
 
-    /// Searches `info_hash` for peers now, again every [`SEARCH_RETRY`] while none is found,
-    /// then every [`REANNOUNCE_INTERVAL`]; stops with [`Node::forget`].
+    /// Searches `info_hash` for peers without announcing (see [`Node::track`]).
     pub fn search(&mut self, info_hash: NodeId, now: Instant) {
-        self.torrents.entry(info_hash).or_insert(Torrent {
-            port: None,
+        self.track(info_hash, None, true, now);
+    }
+
+    /// Looks `info_hash` up now and then on a timetable, announcing `port` if given. While
+    /// `seeking` (a leecher) and no peer turned up, it tries again after [`SEARCH_RETRY`];
+    /// otherwise every [`REANNOUNCE_INTERVAL`]. Calling it again changes port and mode.
+    pub fn track(&mut self, info_hash: NodeId, port: Option<u16>, seeking: bool, now: Instant) {
+        let t = self.torrents.entry(info_hash).or_insert(Torrent {
+            port,
+            seeking,
             next_at: now,
             running: None,
         });
+        t.port = port;
+        t.seeking = seeking;
         self.run_torrents(now);
     }
 
@@ -587,7 +589,7 @@ impl Node {
         if let Some(t) = self.torrents.get_mut(&l.target) {
             if t.running == Some(lid) {
                 t.running = None;
-                let retry = l.answered == 0 || (t.port.is_none() && l.peers.is_empty());
+                let retry = l.answered == 0 || (t.seeking && l.peers.is_empty());
                 t.next_at = now
                     + if retry {
                         SEARCH_RETRY
