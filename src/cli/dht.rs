@@ -83,3 +83,43 @@ pub fn run(args: DhtArgs) -> anyhow::Result<ExitCode> {
     dht.shutdown();
     Ok(ExitCode::SUCCESS)
 }
+
+/// The DHT flags `seed` and `get` share.
+#[derive(Debug, Clone, Args)]
+pub struct DhtOpts {
+    /// Also find peers on, and announce to, the DHT (BEP 5).
+    #[arg(long)]
+    pub dht: bool,
+    /// DHT node to bootstrap from, `host:port` (repeatable; implies --dht; default: the
+    /// public routers router.bittorrent.com, dht.transmissionbt.com, router.utorrent.com).
+    #[arg(long = "dht-bootstrap")]
+    pub dht_bootstrap: Vec<String>,
+    /// UDP address of our DHT node (default: the --listen address, on UDP).
+    #[arg(long)]
+    pub dht_listen: Option<SocketAddr>,
+    /// DHT routing table file, loaded at start and saved at exit.
+    #[arg(long)]
+    pub dht_state: Option<PathBuf>,
+}
+
+impl DhtOpts {
+    /// The node config, or None when the DHT is off; `state` is used when --dht-state is not.
+    pub fn config(&self, listen: SocketAddr, state: Option<PathBuf>) -> Option<DhtConfig> {
+        if !self.dht && self.dht_bootstrap.is_empty() {
+            return None;
+        }
+        let names: Vec<String> = if self.dht_bootstrap.is_empty() {
+            crate::dht::udp::DEFAULT_BOOTSTRAP
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        } else {
+            self.dht_bootstrap.clone()
+        };
+        Some(DhtConfig {
+            listen: self.dht_listen.unwrap_or(listen),
+            bootstrap: resolve_bootstrap(&names),
+            state: self.dht_state.clone().or(state),
+        })
+    }
+}

@@ -7,7 +7,7 @@
 mod bench;
 mod create;
 mod demo;
-mod dht;
+pub(crate) mod dht;
 mod get;
 mod magnet;
 mod seed;

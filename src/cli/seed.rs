@@ -39,6 +39,9 @@ pub struct SeedArgs {
     /// Connect to this peer at start-up (repeatable).
     #[arg(long = "peer")]
     pub peers: Vec<SocketAddr>,
+    /// DHT options.
+    #[command(flatten)]
+    pub dht: super::dht::DhtOpts,
 }
 
 pub(super) fn parse_io(s: &str) -> Result<IoKind, String> {
@@ -67,6 +70,7 @@ pub fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
         upload_slots: args.upload_slots,
         announce: !args.no_announce,
         peers: args.peers,
+        dht: args.dht.config(args.listen, None),
     };
     seeder::run(opts, stop)?;
     Ok(ExitCode::SUCCESS)

@@ -384,6 +384,7 @@ impl Node {
                             text: "peer not stored".into(),
                         }
                     } else {
+                        tracing::debug!(%peer, info_hash = %info_hash.to_hex(), "announce_peer stored");
                         Body::Response(r)
                     }
                 }
