@@ -104,7 +104,7 @@ fn get_with_a_bare_magnet_downloads_from_a_ringseed_seeder_found_on_the_dht() {
     let src = make_release(dir.path(), "release", 3 << 20);
     let torrent = create(dir.path(), &src);
     let (_router, router) = spawn_router(dir.path());
-    let _seeder = spawn_dht_seeder(dir.path(), &torrent, &router);
+    let seeder = spawn_dht_seeder(dir.path(), &torrent, &router);
     let out = dir.path().join("out");
     let mut get = spawn_get(dir.path(), &bare_magnet(&torrent), &out, &router);
     expect_done(&mut get, Duration::from_secs(45));
@@ -113,6 +113,26 @@ fn get_with_a_bare_magnet_downloads_from_a_ringseed_seeder_found_on_the_dht() {
         out.join(".ringseed/dht.dat").is_file(),
         "DHT table not saved"
     );
+    // `ringseed dht --search` (a node of its own) prints the seeder too.
+    let magnet = bare_magnet(&torrent);
+    let hex = magnet.rsplit(':').next().unwrap();
+    let mut cmd = Command::new(ringseed_bin());
+    cmd.args(["dht", "--listen", "127.0.0.1:0", "--bootstrap", &router])
+        .args(["--search", hex]);
+    let search = Proc::spawn("ringseed dht --search", cmd, dir.path().join("search.log"));
+    let want = format!("peer {hex} 127.0.0.1:{}", seeder_port(&seeder));
+    assert!(
+        wait_until(Duration::from_secs(15), || search
+            .log_text()
+            .contains(&want)),
+        "`ringseed dht --search` did not print `{want}`"
+    );
+}
+
+/// The TCP port of a seeder started by `spawn_seeder` (its log is `seed-<port>.log`).
+fn seeder_port(seeder: &Proc) -> u16 {
+    let name = seeder.log.file_stem().unwrap().to_str().unwrap();
+    name.trim_start_matches("seed-").parse().unwrap()
 }
 
 #[test]
