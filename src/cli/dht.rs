@@ -116,6 +116,11 @@ impl DhtOpts {
         } else {
             self.dht_bootstrap.clone()
         };
+        // The DHT is IPv4 only: an IPv6 listen address maps to 0.0.0.0 on the same port.
+        let listen = match listen {
+            SocketAddr::V6(a) => SocketAddr::from(([0, 0, 0, 0], a.port())),
+            v4 => v4,
+        };
         Some(DhtConfig {
             listen: self.dht_listen.unwrap_or(listen),
             bootstrap: resolve_bootstrap(&names),

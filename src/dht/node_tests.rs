@@ -317,3 +317,92 @@ fn lookups_in_a_1000_node_network_take_few_hops() {
     eprintln!("1000 nodes: hops to the closest node {hops:?}");
     assert!(*hops.keys().max().unwrap() <= 8, "{hops:?}");
 }
+
+#[test]
+fn node_pings_the_oldest_before_letting_a_newcomer_in() {
+    // Through the node itself: a newcomer meeting a full bucket of quiet nodes makes the node
+    // ping the least recently seen one; it answers and keeps its place. A second newcomer's
+    // eviction ping goes unanswered, and that newcomer replaces the silent node.
+    let t0 = Instant::from_secs(1);
+    let own = NodeId([0; 20]);
+    let mut node = Node::new(
+        NodeConfig {
+            id: own,
+            bootstrap: Vec::new(),
+            known: Vec::new(),
+            seed: 3,
+        },
+        t0,
+    );
+    let far = |salt: u8| own.random_with_prefix(0, [salt; 20]);
+    for i in 0..K as u8 {
+        let q = Message {
+            tid: vec![i],
+            body: Body::Query {
+                id: far(i + 1),
+                query: Query::Ping,
+                read_only: false,
+            },
+        };
+        node.handle_datagram(addr(10 + i, 6881), &q.to_bytes(), t0);
+    }
+    let close = Message {
+        tid: b"c".to_vec(),
+        body: Body::Query {
+            id: own.random_with_prefix(9, [3; 20]),
+            query: Query::Ping,
+            read_only: false,
+        },
+    };
+    node.handle_datagram(addr(99, 6881), &close.to_bytes(), t0);
+    while node.poll_transmit().is_some() {}
+    assert_eq!(node.table().len(), K + 1);
+
+    let t1 = t0 + routing::QUESTIONABLE_AFTER + Duration::from_secs(1);
+    let newcomer = |id: NodeId, last: u8| Message {
+        tid: vec![last],
+        body: Body::Query {
+            id,
+            query: Query::Ping,
+            read_only: false,
+        },
+    };
+    node.handle_datagram(addr(50, 6881), &newcomer(far(50), 50).to_bytes(), t1);
+    let ping = sent_to(&mut node, addr(10, 6881)).expect("a ping to the oldest node");
+    let tid = Message::decode(&ping.bytes).unwrap().tid;
+    let pong = Message {
+        tid,
+        body: Body::Response(Response {
+            id: far(1),
+            ..Response::default()
+        }),
+    };
+    node.handle_datagram(addr(10, 6881), &pong.to_bytes(), t1);
+    assert!(node.table().get(&far(50)).is_none(), "newcomer got in");
+    assert!(node.table().get(&far(1)).is_some());
+
+    node.handle_datagram(addr(51, 6881), &newcomer(far(51), 51).to_bytes(), t1);
+    assert!(
+        sent_to(&mut node, addr(11, 6881)).is_some(),
+        "no ping to the next oldest"
+    );
+    node.handle_timeout(t1 + node::QUERY_TIMEOUT);
+    assert!(node.table().get(&far(2)).is_none(), "silent node kept");
+    assert!(node.table().get(&far(51)).is_some(), "newcomer not added");
+    assert_eq!(
+        node.table().get(&far(1)).unwrap().first_seen,
+        t0,
+        "long-lived node lost its age"
+    );
+}
+
+/// The first queued datagram to `to` (the others are dropped).
+fn sent_to(node: &mut Node, to: SocketAddrV4) -> Option<Transmit> {
+    let mut found = None;
+    while let Some(t) = node.poll_transmit() {
+        if t.to == to && found.is_none() {
+            found = Some(t);
+        }
+    }
+    found
+}
