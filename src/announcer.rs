@@ -5,13 +5,16 @@
 //! Control plane, not data path: blocking HTTP (ureq) on its own thread, a few requests per
 //! torrent per half hour. Only `http(s)://` trackers for now (UDP and BEP 12 tier rotation
 //! come with the peer-discovery issue): the first HTTP URL in tier order is used.
+//! With [`AnnouncerConfig::dht`] set, the same thread also runs a DHT node ([`crate::dht`])
+//! that announces every torrent and hands the peers it finds to the same sink.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::dht::udp::{Dht, DhtConfig};
 use crate::metainfo::{InfoHash, PeerId};
 use crate::time::{Clock, Instant};
 use crate::tracker::{
@@ -34,6 +37,8 @@ pub struct AnnouncerConfig {
     pub port: u16,
     /// Our own listen addresses (tracker replies that name us are skipped).
     pub own_addrs: Vec<SocketAddr>,
+    /// Also announce and search every torrent on the DHT (BEP 5) with this node config.
+    pub dht: Option<DhtConfig>,
 }
 
 /// How the announcer reads a torrent's progress (uploaded, downloaded, left).
@@ -53,16 +58,31 @@ pub struct Announced {
     pub progress: ProgressFn,
 }
 
+/// A progress function read by both the tracker schedule and the DHT (one thread; the
+/// mutex only makes the box shareable).
+type SharedProgress = Arc<Mutex<ProgressFn>>;
+
+fn read(progress: &SharedProgress) -> Progress {
+    (progress.lock().expect("progress"))()
+}
+
 struct Tracked {
     info_hash: InfoHash,
     name: String,
-    progress: ProgressFn,
+    progress: SharedProgress,
     url: String,
     scheduler: AnnounceScheduler,
 }
 
+/// A torrent on the DHT: announced with our port, searched eagerly while incomplete.
+struct DhtTorrent {
+    info_hash: InfoHash,
+    progress: SharedProgress,
+    seeking: Option<bool>,
+}
+
 /// Starts the announcer thread; it sends `stopped` to every tracker and exits once `stop` is
-/// set. Returns `None` when no torrent has an HTTP tracker.
+/// set. Returns `None` when no torrent has an HTTP tracker and the DHT is off.
 pub fn spawn(
     torrents: Vec<Announced>,
     cfg: AnnouncerConfig,
@@ -72,9 +92,45 @@ pub fn spawn(
     let clock = Clock::new();
     let now = clock.now();
     let key: u32 = rand::random();
+    let sink = Arc::new(Mutex::new(sink));
+    let torrents: Vec<(Announced, SharedProgress)> = torrents
+        .into_iter()
+        .map(|t| {
+            let Announced {
+                info_hash,
+                name,
+                trackers,
+                progress,
+            } = t;
+            let shared = Arc::new(Mutex::new(progress));
+            let nothing: ProgressFn = Box::new(Progress::default);
+            let t = Announced {
+                info_hash,
+                name,
+                trackers,
+                progress: nothing,
+            };
+            (t, shared)
+        })
+        .collect();
+    let dht = cfg
+        .dht
+        .clone()
+        .and_then(|d| start_dht(d, &cfg, sink.clone()));
+    let dht_torrents: Vec<DhtTorrent> = match dht {
+        Some(_) => torrents
+            .iter()
+            .map(|(t, p)| DhtTorrent {
+                info_hash: t.info_hash,
+                progress: p.clone(),
+                seeking: None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let tracked: Vec<Tracked> = torrents
         .into_iter()
-        .filter_map(|t| {
+        .filter_map(|(t, progress)| {
             let url = t
                 .trackers
                 .iter()
@@ -88,39 +144,75 @@ pub fn spawn(
                 numwant: Some(NUMWANT),
                 key,
             };
-            let scheduler = AnnounceScheduler::new(params, (t.progress)(), now);
+            let scheduler = AnnounceScheduler::new(params, read(&progress), now);
             Some(Tracked {
                 info_hash: t.info_hash,
                 name: t.name,
-                progress: t.progress,
+                progress,
                 url,
                 scheduler,
             })
         })
         .collect();
-    if tracked.is_empty() {
+    if tracked.is_empty() && dht.is_none() {
         return None;
     }
+    let dht = dht.map(|d| (d, dht_torrents));
     let thread = std::thread::Builder::new()
         .name("announcer".into())
-        .spawn(move || run(tracked, cfg, sink, stop, clock))
+        .spawn(move || run(tracked, dht, cfg, sink, stop, clock))
         .expect("spawn announcer thread");
     Some(thread)
 }
 
+/// Starts the DHT node whose peers go to `sink` (minus our own addresses); a node that
+/// cannot start is logged and left out (trackers still work).
+fn start_dht(dht_cfg: DhtConfig, cfg: &AnnouncerConfig, sink: Arc<Mutex<PeerSink>>) -> Option<Dht> {
+    let own = cfg.own_addrs.clone();
+    let dht_sink = Box::new(move |ih: InfoHash, peers: &[SocketAddr]| {
+        let peers: Vec<SocketAddr> = peers.iter().copied().filter(|a| !is_own(&own, a)).collect();
+        if !peers.is_empty() {
+            (sink.lock().expect("peer sink"))(ih, &peers);
+        }
+    });
+    match Dht::start(dht_cfg, dht_sink) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::error!("DHT not started: {e:#}");
+            None
+        }
+    }
+}
+
+/// Tells the DHT about each torrent, again whenever it turns from incomplete to complete.
+fn update_dht(dht: &mut (Dht, Vec<DhtTorrent>), port: u16) {
+    let (node, torrents) = dht;
+    for t in torrents {
+        let seeking = read(&t.progress).left > 0;
+        if t.seeking != Some(seeking) {
+            t.seeking = Some(seeking);
+            node.track(t.info_hash, Some(port), seeking);
+        }
+    }
+}
+
 fn run(
     mut tracked: Vec<Tracked>,
+    mut dht: Option<(Dht, Vec<DhtTorrent>)>,
     cfg: AnnouncerConfig,
-    mut sink: PeerSink,
+    sink: Arc<Mutex<PeerSink>>,
     stop: Arc<AtomicBool>,
     clock: Clock,
 ) {
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
+        if let Some(d) = &mut dht {
+            update_dht(d, cfg.port);
+        }
         for t in &mut tracked {
-            t.scheduler.update_progress((t.progress)(), now);
+            t.scheduler.update_progress(read(&t.progress), now);
             if let Some(req) = t.scheduler.poll_announce(now) {
-                announce_once(t, &req, &cfg, &mut sink, &clock, ANNOUNCE_TIMEOUT);
+                announce_once(t, &req, &cfg, &sink, &clock, ANNOUNCE_TIMEOUT);
             }
         }
         let next = tracked
@@ -129,12 +221,15 @@ fn run(
             .min();
         sleep_until(next, &clock);
     }
+    if let Some((node, _)) = dht {
+        node.shutdown();
+    }
     let now = clock.now();
     for t in &mut tracked {
-        t.scheduler.update_progress((t.progress)(), now);
+        t.scheduler.update_progress(read(&t.progress), now);
         t.scheduler.shutdown(now);
         if let Some(req) = t.scheduler.poll_announce(now) {
-            announce_once(t, &req, &cfg, &mut sink, &clock, STOPPED_TIMEOUT);
+            announce_once(t, &req, &cfg, &sink, &clock, STOPPED_TIMEOUT);
         }
     }
 }
@@ -153,7 +248,7 @@ fn announce_once(
     t: &mut Tracked,
     req: &crate::tracker::AnnounceRequest,
     cfg: &AnnouncerConfig,
-    sink: &mut PeerSink,
+    sink: &Mutex<PeerSink>,
     clock: &Clock,
     timeout: Duration,
 ) {
@@ -191,16 +286,19 @@ fn announce_once(
             let peers: Vec<SocketAddr> = resp
                 .peers
                 .into_iter()
-                .filter(|addr| {
-                    !cfg.own_addrs
-                        .iter()
-                        .any(|own| own.port() == addr.port() && same_host(own, addr))
-                })
+                .filter(|addr| !is_own(&cfg.own_addrs, addr))
                 .collect();
-            sink(t.info_hash, &peers);
+            (sink.lock().expect("peer sink"))(t.info_hash, &peers);
         }
         Err(e) => tracing::warn!(torrent = %name, tracker = %t.url, "bad tracker reply: {e}"),
     }
+}
+
+/// True when `addr` is one of our own listen addresses.
+fn is_own(own_addrs: &[SocketAddr], addr: &SocketAddr) -> bool {
+    own_addrs
+        .iter()
+        .any(|own| own.port() == addr.port() && same_host(own, addr))
 }
 
 /// True when `peer` is `own`'s host (a wildcard listen address matches loopback peers; the

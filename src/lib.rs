@@ -8,6 +8,7 @@
 pub mod announcer;
 pub mod bencode;
 pub mod cli;
+pub mod dht;
 pub mod getter;
 pub mod hash;
 pub mod loadgen;

@@ -68,6 +68,9 @@ pub struct GetArgs {
     /// Cap the upload rate over all peers (e.g. 5MiB per second).
     #[arg(long, value_parser = super::parse_size)]
     pub max_upload_rate: Option<u64>,
+    /// DHT options (with none given, the routing table is kept in `<out>/.ringseed/dht.dat`).
+    #[command(flatten)]
+    pub dht: super::dht::DhtOpts,
 }
 
 /// Downloads; exit 0 when complete and the seeding policy is met (or interrupted after
@@ -84,6 +87,8 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         ..SwarmConfig::default()
     };
     let mut peers = args.peers.clone();
+    let dht_state = args.output.join(".ringseed").join("dht.dat");
+    let dht = args.dht.config(args.listen, Some(dht_state));
     let meta = if args.source.starts_with("magnet:") {
         let magnet = Magnet::parse(&args.source)?;
         peers.extend(magnet.peers.iter().filter_map(|p| match p {
@@ -96,6 +101,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
             swarm,
             peers: peers.clone(),
             announce: !args.no_announce,
+            dht: dht.clone(),
         };
         getter::magnet::metainfo_for(&magnet, &args.output, opts, &stop)?
     } else {
@@ -119,6 +125,7 @@ pub fn run(args: GetArgs) -> anyhow::Result<ExitCode> {
         rate_limit: args.max_download_rate,
         upload_limit: args.max_upload_rate,
         pex: !args.no_pex,
+        dht,
     };
     let stats = getter::run(opts, stop)?;
     Ok(if stats.complete.load(Ordering::Relaxed) {

@@ -1,4 +1,4 @@
-//! The command line: `create`, `seed`, `verify`, `magnet`, `bench`, `demo`.
+//! The command line: `create`, `seed`, `verify`, `magnet`, `bench`, `demo`, `dht`.
 //!
 //! Glue only: argument parsing (clap), reading files, logging set-up and reports. Every
 //! decision lives in the library modules; a command's job is to wire them together and turn
@@ -8,6 +8,7 @@ mod bench;
 mod create;
 mod demo;
 mod demo_swarm;
+pub(crate) mod dht;
 mod get;
 mod magnet;
 mod seed;
@@ -51,6 +52,8 @@ pub enum Command {
     Magnet(magnet::MagnetArgs),
     /// Download a torrent from a seeder with many verifying leechers and report throughput.
     Bench(bench::BenchArgs),
+    /// Run a standalone DHT node (bootstrap router; can announce or search info-hashes).
+    Dht(dht::DhtArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -65,6 +68,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Verify(a) => create::run_verify(a),
         Command::Magnet(a) => magnet::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Dht(a) => dht::run(a),
     };
     match result {
         Ok(code) => code,

@@ -43,6 +43,9 @@ pub struct SeedArgs {
     /// shard thread takes an equal share.
     #[arg(long, value_parser = super::parse_size)]
     pub max_upload_rate: Option<u64>,
+    /// DHT options.
+    #[command(flatten)]
+    pub dht: super::dht::DhtOpts,
 }
 
 pub(super) fn parse_io(s: &str) -> Result<IoKind, String> {
@@ -72,6 +75,7 @@ pub fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
         announce: !args.no_announce,
         peers: args.peers,
         upload_rate: args.max_upload_rate,
+        dht: args.dht.config(args.listen, None),
     };
     seeder::run(opts, stop)?;
     Ok(ExitCode::SUCCESS)

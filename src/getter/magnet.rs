@@ -211,6 +211,8 @@ pub struct MetaOptions {
     pub peers: Vec<SocketAddr>,
     /// Announce to the link's trackers.
     pub announce: bool,
+    /// Also find peers on the DHT with this node config.
+    pub dht: Option<crate::dht::udp::DhtConfig>,
 }
 
 /// Fetches and verifies the info dict of `magnet` (or reads the copy a previous run kept),
@@ -292,7 +294,12 @@ fn fetch(magnet: &Magnet, opts: MetaOptions, stop: &Arc<AtomicBool>) -> anyhow::
     })?;
     tracing::info!(%info_hash, "fetching metadata from peers (BEP 9)");
     let local_stop = Arc::new(AtomicBool::new(false));
-    let announcer = if opts.announce && !magnet.trackers.is_empty() {
+    let trackers = if opts.announce {
+        magnet.trackers.clone()
+    } else {
+        Vec::new()
+    };
+    let announcer = if !trackers.is_empty() || opts.dht.is_some() {
         let mailboxes = runtime.mailboxes();
         let sink = Box::new(move |_, peers: &[SocketAddr]| {
             let _ = mailboxes.send(0, MetaCommand::AddPeers(peers.to_vec()));
@@ -303,7 +310,7 @@ fn fetch(magnet: &Magnet, opts: MetaOptions, stop: &Arc<AtomicBool>) -> anyhow::
                 .display_name
                 .clone()
                 .unwrap_or_else(|| info_hash.to_hex()),
-            trackers: vec![magnet.trackers.clone()],
+            trackers: vec![trackers],
             // Size unknown until the metadata arrives: announce as a leecher.
             progress: Box::new(|| Progress {
                 uploaded: 0,
@@ -318,6 +325,7 @@ fn fetch(magnet: &Magnet, opts: MetaOptions, stop: &Arc<AtomicBool>) -> anyhow::
                 .first()
                 .map_or(listen.port(), SocketAddr::port),
             own_addrs: runtime.local_addrs().to_vec(),
+            dht: opts.dht.clone(),
         };
         announcer::spawn(torrents, cfg, sink, local_stop.clone())
     } else {

@@ -95,6 +95,8 @@ pub struct GetOptions {
     pub upload_limit: Option<u64>,
     /// Send PEX messages (BEP 11) to peers.
     pub pex: bool,
+    /// Also find peers on (and announce to) the DHT with this node config.
+    pub dht: Option<crate::dht::udp::DhtConfig>,
 }
 
 /// Where the resume data of `meta` lives under `out_dir`.
@@ -263,12 +265,16 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
             .join(", "),
         runtime.io_kind()
     );
-    let announcer = if opts.announce {
+    let announcer = if opts.announce || opts.dht.is_some() {
         let s = stats.clone();
         let torrents = vec![Announced {
             info_hash: meta.info_hash,
             name: meta.info.name.clone(),
-            trackers: meta.trackers(),
+            trackers: if opts.announce {
+                meta.trackers()
+            } else {
+                Vec::new()
+            },
             progress: Box::new(move || Progress {
                 uploaded: s.uploaded(),
                 downloaded: s.downloaded.load(Ordering::Relaxed),
@@ -283,6 +289,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
             peer_id,
             port: local.first().map_or(opts.listen.port(), SocketAddr::port),
             own_addrs: local.clone(),
+            dht: opts.dht.clone(),
         };
         announcer::spawn(torrents, cfg, sink, stop.clone())
     } else {

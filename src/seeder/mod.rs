@@ -50,6 +50,8 @@ pub struct SeedOptions {
     pub peers: Vec<SocketAddr>,
     /// Upload cap over the whole process, bytes per second.
     pub upload_rate: Option<u64>,
+    /// Also announce every torrent on the DHT with this node config.
+    pub dht: Option<crate::dht::udp::DhtConfig>,
 }
 
 /// Loads every torrent named in `opts`; a torrent whose file or data is bad is refused with
@@ -159,13 +161,13 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         runtime.shard_count(),
         runtime.io_kind()
     );
-    let announcer = opts
-        .announce
+    let announcer = (opts.announce || opts.dht.is_some())
         .then(|| {
             let cfg = AnnouncerConfig {
                 peer_id,
                 port,
                 own_addrs: local.clone(),
+                dht: opts.dht.clone(),
             };
             let torrents = registry
                 .torrents
@@ -175,7 +177,11 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                     Announced {
                         info_hash: t.meta.info_hash,
                         name: t.name().to_owned(),
-                        trackers: t.meta.trackers(),
+                        trackers: if opts.announce {
+                            t.meta.trackers()
+                        } else {
+                            Vec::new()
+                        },
                         progress: Box::new(move || Progress {
                             uploaded: t2.uploaded.load(Ordering::Relaxed),
                             downloaded: 0,

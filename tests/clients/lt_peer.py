@@ -15,11 +15,18 @@ import time
 import libtorrent as lt
 
 
-def session(listen_port, high_performance, plaintext=False):
+def session(listen_port, high_performance, plaintext=False, dht_bootstrap=()):
     settings = lt.high_performance_seed() if high_performance else {}
     settings.update({
         "listen_interfaces": f"127.0.0.1:{listen_port}",
-        "enable_dht": False,
+        "enable_dht": bool(dht_bootstrap),
+        # DHT on loopback (see INTEROP.md): libtorrent otherwise refuses several nodes on
+        # one IP, loopback addresses and ids not derived from the node's IP (BEP 42).
+        **({"dht_bootstrap_nodes": ",".join(dht_bootstrap),
+            "dht_restrict_routing_ips": False,
+            "dht_restrict_search_ips": False,
+            "dht_ignore_dark_internet": False,
+            "dht_enforce_node_id": False} if dht_bootstrap else {}),
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
@@ -37,7 +44,8 @@ def session(listen_port, high_performance, plaintext=False):
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.peer_notification
         | lt.alert.category_t.status_notification
-        | lt.alert.category_t.connect_notification,
+        | lt.alert.category_t.connect_notification
+        | (lt.alert.category_t.dht_notification if dht_bootstrap else 0),
     })
     return lt.session(settings)
 
@@ -53,11 +61,14 @@ def main():
     ap.add_argument("--seed", action="store_true")
     ap.add_argument("--plaintext", action="store_true",
                     help="dial without trying MSE encryption first")
+    ap.add_argument("--dht-bootstrap", action="append", default=[],
+                    help="enable the DHT, bootstrapping from HOST:PORT (repeatable)")
     ap.add_argument("--high-performance", action="store_true",
                     help="libtorrent's high_performance_seed settings (benchmarks)")
     args = ap.parse_args()
 
-    ses = session(args.listen_port, args.high_performance, args.plaintext)
+    ses = session(args.listen_port, args.high_performance, args.plaintext,
+                  args.dht_bootstrap)
     if args.torrent:
         atp = lt.add_torrent_params()
         atp.ti = lt.torrent_info(args.torrent)
@@ -81,9 +92,12 @@ def main():
         now = time.time()
         if now - last > 1.0:
             last = now
-            print(json.dumps({"state": str(s.state), "progress": s.progress,
-                              "peers": s.num_peers, "rate": s.download_rate,
-                              "has_metadata": s.has_metadata}), flush=True)
+            line = {"state": str(s.state), "progress": s.progress,
+                    "peers": s.num_peers, "rate": s.download_rate,
+                    "has_metadata": s.has_metadata}
+            if args.dht_bootstrap:
+                line["dht_nodes"] = ses.status().dht_nodes
+            print(json.dumps(line), flush=True)
         if args.seed and s.is_seeding and not announced_seeding:
             announced_seeding = True
             print(json.dumps({"seeding": True, "pid": os.getpid()}), flush=True)
