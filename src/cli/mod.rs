@@ -9,6 +9,7 @@ mod create;
 mod demo;
 mod get;
 mod magnet;
+mod plan;
 mod seed;
 mod size;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Magnet(magnet::MagnetArgs),
     /// Download a torrent from a seeder with many verifying leechers and report throughput.
     Bench(bench::BenchArgs),
+    /// Capacity math step by step: swarm download time, or origin appliances (--origin).
+    Plan(plan::PlanArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -63,6 +66,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Verify(a) => create::run_verify(a),
         Command::Magnet(a) => magnet::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Plan(a) => plan::run(a),
     };
     match result {
         Ok(code) => code,
