@@ -11,6 +11,7 @@ mod get;
 mod magnet;
 mod plan;
 mod seed;
+mod sim;
 mod size;
 
 pub use create::write_atomically;
@@ -52,6 +53,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Capacity math step by step: swarm download time, or origin appliances (--origin).
     Plan(plan::PlanArgs),
+    /// Run a swarm scenario in the discrete-event simulator; write summary, CSV and plots.
+    Sim(sim::SimArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -67,6 +70,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Magnet(a) => magnet::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Sim(a) => sim::run(a),
     };
     match result {
         Ok(code) => code,

@@ -6,4 +6,18 @@
 //! wall clock, so the same scenario and seed give the same output byte for byte.
 
 pub mod plan;
+pub mod plot;
 pub mod units;
+
+mod choke;
+pub mod engine;
+mod queue;
+pub mod report;
+pub mod scenario;
+mod transfer;
+
+pub use engine::{Outcome, PeerRecord, Sample, World};
+pub use scenario::{PeerClass, Scenario, ScenarioError};
+
+#[cfg(test)]
+mod tests;
