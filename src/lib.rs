@@ -16,6 +16,7 @@ pub mod metainfo;
 pub mod peer;
 pub mod runtime;
 pub mod seeder;
+pub mod sim;
 pub mod storage;
 pub mod time;
 pub mod torrent;

@@ -11,7 +11,9 @@ mod demo_swarm;
 pub(crate) mod dht;
 mod get;
 mod magnet;
+mod plan;
 mod seed;
+mod sim;
 mod size;
 
 pub use create::write_atomically;
@@ -54,6 +56,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a standalone DHT node (bootstrap router; can announce or search info-hashes).
     Dht(dht::DhtArgs),
+    /// Capacity math step by step: swarm download time, or origin appliances (--origin).
+    Plan(plan::PlanArgs),
+    /// Run a swarm scenario in the discrete-event simulator; write summary, CSV and plots.
+    Sim(sim::SimArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -69,6 +75,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Magnet(a) => magnet::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Dht(a) => dht::run(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Sim(a) => sim::run(a),
     };
     match result {
         Ok(code) => code,

@@ -23,8 +23,8 @@ pub use leech_choker::{
     DEFAULT_REGULAR_SLOTS,
 };
 pub use picker::{
-    pipeline_depth, AllPieces, Arrival, NoPieces, Picker, PickerError, PieceState, PieceView,
-    ENDGAME_MISSING_PERCENT, ENDGAME_PIECES_MIN, PIPELINE_BDP_FACTOR, PIPELINE_DEPTH_MAX,
-    PIPELINE_DEPTH_MIN, PIPELINE_MARGIN_BLOCKS, RANDOM_FIRST_PIECES,
+    pipeline_depth, AllPieces, Arrival, NoPieces, PickOrder, Picker, PickerError, PieceState,
+    PieceView, ENDGAME_MISSING_PERCENT, ENDGAME_PIECES_MIN, PIPELINE_BDP_FACTOR,
+    PIPELINE_DEPTH_MAX, PIPELINE_DEPTH_MIN, PIPELINE_MARGIN_BLOCKS, RANDOM_FIRST_PIECES,
 };
 pub use swarm::{ConnUsefulness, Disconnect, PeerSource, Swarm, SwarmConfig};

@@ -142,6 +142,18 @@ impl PieceView for NoPieces {
     }
 }
 
+/// The order in which new pieces are started.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum PickOrder {
+    /// [`RANDOM_FIRST_PIECES`] random pieces, then rarest first (BEP 3; the default).
+    #[default]
+    RarestFirst,
+    /// Lowest index first, as streaming clients do (the simulator shows why swarms starve).
+    Sequential,
+    /// Uniformly random among the wanted pieces the peer has.
+    Random,
+}
+
 /// A piece's state; see [`Picker`] for the transitions. Each piece is in exactly one.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum PieceState {
@@ -306,6 +318,7 @@ pub struct Picker<K> {
     /// Connected peers that sent blocks of a piece that failed its hash, until it verifies.
     suspects: BTreeMap<PieceIndex, Vec<K>>,
     rng: SmallRng,
+    order: PickOrder,
     spare_tables: Vec<Vec<Block<K>>>,
     /// Endgame scratch: candidate `(extra requesters, slot, block)` and the peer's requests.
     candidates: Vec<(u16, u32, u32)>,
@@ -352,10 +365,16 @@ impl<K: Copy + Eq + Hash> Picker<K> {
             peers: HashMap::new(),
             suspects: BTreeMap::new(),
             rng,
+            order: PickOrder::RarestFirst,
             spare_tables: Vec::new(),
             candidates: Vec::new(),
             mine: Vec::new(),
         }
+    }
+
+    /// Changes the order in which new pieces are started (partial pieces still come first).
+    pub fn set_order(&mut self, order: PickOrder) {
+        self.order = order;
     }
 
     // ---- Getters -------------------------------------------------------------------------
@@ -597,10 +616,15 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         if self.avail.wanted() == 0 {
             return None;
         }
-        if self.have.count() < RANDOM_FIRST_PIECES {
+        let n = self.have.len();
+        if self.order == PickOrder::Sequential {
+            return (0..n)
+                .map(|i| self.index(i))
+                .find(|&p| self.avail.is_wanted(p) && peer.has(p) && !self.avoids(p, key));
+        }
+        if self.have.count() < RANDOM_FIRST_PIECES || self.order == PickOrder::Random {
             // The first hit after a random index: slightly favours pieces that follow runs
             // the peer lacks, which is harmless for four pieces and costs no index.
-            let n = self.have.len();
             let from = self.rng.random_range(0..n);
             return (0..n)
                 .map(|k| self.index((from + k) % n))

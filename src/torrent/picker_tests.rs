@@ -471,3 +471,37 @@ fn pipeline_depth_grows_with_rate_and_is_bounded() {
     assert_eq!(pipeline_depth(0, rtt, Some(2)), 2, "the peer's reqq wins");
     assert_eq!(pipeline_depth(0, rtt, Some(0)), 1);
 }
+
+#[test]
+fn sequential_order_starts_the_lowest_piece_the_peer_has() {
+    // With PickOrder::Sequential there is no random start and no rarity: piece 0, 1, 2...
+    let l = layout(16, 16 * KIB);
+    let mut p = picker(&l, [], 9);
+    p.set_order(PickOrder::Sequential);
+    let seed = Bitfield::full(16);
+    let _ = p.peer_bitfield(1, &seed);
+    let got: Vec<u32> = download_pieces(&mut p, 1, 6)
+        .iter()
+        .map(|x| x.get())
+        .collect();
+    assert_eq!(got, [0, 1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn random_order_ignores_rarity() {
+    // PickOrder::Random starts pieces held by one peer as readily as common ones, so over
+    // many seeds the rare piece is not always first (rarest-first always picks it).
+    let l = layout(8, 16 * KIB);
+    let mut rare_first = 0;
+    for seed in 0..40 {
+        let mut p = picker(&l, [0, 1, 2, 3, 4], seed);
+        p.set_order(PickOrder::Random);
+        let _ = p.peer_bitfield(1, &bits(&l, [5, 6, 7]));
+        let _ = p.peer_bitfield(2, &bits(&l, [5, 6]));
+        let _ = p.peer_bitfield(3, &bits(&l, [5, 6]));
+        if pick(&mut p, 1, &bits(&l, [5, 6, 7]), 1)[0].piece.get() == 7 {
+            rare_first += 1;
+        }
+    }
+    assert!(rare_first > 0 && rare_first < 40, "{rare_first}");
+}
