@@ -1,10 +1,11 @@
 //! The tracker announcer shared by `seed` and `get`: one control thread that announces every
-//! torrent to its HTTP tracker on the scheduler's timetable, with progress read from the
+//! torrent to its trackers on the scheduler's timetable, with progress read from the
 //! caller, and hands the peers it learns to a caller-supplied sink (the shards' mailboxes).
 //!
-//! Control plane, not data path: blocking HTTP (ureq) on its own thread, a few requests per
-//! torrent per half hour. Only `http(s)://` trackers for now (UDP and BEP 12 tier rotation
-//! come with the peer-discovery issue): the first HTTP URL in tier order is used.
+//! Control plane, not data path: blocking HTTP (ureq) and UDP (BEP 15) exchanges on its own
+//! thread, a few requests per torrent per half hour. Each announce walks the torrent's BEP 12
+//! tiers (shuffled once) until a tracker answers, and that tracker moves to the front of its
+//! tier; `stopped` goes only to the tracker at the front, which is the one that knows us.
 //! With [`AnnouncerConfig::dht`] set, the same thread also runs a DHT node ([`crate::dht`])
 //! that announces every torrent and hands the peers it finds to the same sink.
 
@@ -17,14 +18,22 @@ use std::time::Duration;
 use crate::dht::udp::{Dht, DhtConfig};
 use crate::metainfo::{InfoHash, PeerId};
 use crate::time::{Clock, Instant};
+use crate::tracker::udp::{exchange_blocking, UdpConnections};
+use crate::tracker::udp_client::{UdpGoal, UdpOutcome};
 use crate::tracker::{
-    announce_url, http::announce_blocking, AnnounceParams, AnnounceScheduler, Progress,
+    announce_url, http::announce_blocking, parse_response, AnnounceParams, AnnounceRequest,
+    AnnounceResponse, AnnounceScheduler, Event, Progress, TrackerError, TrackerKind, TrackerTiers,
 };
 
 /// Time allowed for one announce round trip.
 pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time allowed for the `stopped` announces at shutdown (all torrents together).
 pub const STOPPED_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time allowed for one UDP announce: sends at 0 and 15 s (BEP 15's first two waits), then
+/// the scheduler's own back-off takes over rather than BEP 15's hour of retransmissions.
+pub const UDP_ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(45);
+/// Sends of one UDP step within [`UDP_ANNOUNCE_TIMEOUT`].
+pub const UDP_ATTEMPTS: u32 = 2;
 /// Peers asked for per announce.
 pub const NUMWANT: u32 = 200;
 
@@ -52,7 +61,7 @@ pub struct Announced {
     pub info_hash: InfoHash,
     /// Its name, for logs.
     pub name: String,
-    /// Its tracker tiers (BEP 12 order); the first HTTP(S) URL is used.
+    /// Its tracker tiers (BEP 12 order); `http(s)://` and `udp://` URLs are used.
     pub trackers: Vec<Vec<String>>,
     /// Its progress, read before every announce.
     pub progress: ProgressFn,
@@ -70,7 +79,7 @@ struct Tracked {
     info_hash: InfoHash,
     name: String,
     progress: SharedProgress,
-    url: String,
+    tiers: TrackerTiers,
     scheduler: AnnounceScheduler,
 }
 
@@ -82,7 +91,7 @@ struct DhtTorrent {
 }
 
 /// Starts the announcer thread; it sends `stopped` to every tracker and exits once `stop` is
-/// set. Returns `None` when no torrent has an HTTP tracker and the DHT is off.
+/// set. Returns `None` when no torrent has an HTTP or UDP tracker and the DHT is off.
 pub fn spawn(
     torrents: Vec<Announced>,
     cfg: AnnouncerConfig,
@@ -131,12 +140,10 @@ pub fn spawn(
     let tracked: Vec<Tracked> = torrents
         .into_iter()
         .filter_map(|(t, progress)| {
-            let url = t
-                .trackers
-                .iter()
-                .flatten()
-                .find(|u| u.starts_with("http://") || u.starts_with("https://"))?
-                .clone();
+            let tiers = TrackerTiers::new(&t.trackers, rand::random());
+            if tiers.is_empty() {
+                return None;
+            }
             let params = AnnounceParams {
                 info_hash: t.info_hash,
                 peer_id: cfg.peer_id,
@@ -149,7 +156,7 @@ pub fn spawn(
                 info_hash: t.info_hash,
                 name: t.name,
                 progress,
-                url,
+                tiers,
                 scheduler,
             })
         })
@@ -204,6 +211,7 @@ fn run(
     stop: Arc<AtomicBool>,
     clock: Clock,
 ) {
+    let mut udp = UdpConnections::default();
     while !stop.load(Ordering::Relaxed) {
         let now = clock.now();
         if let Some(d) = &mut dht {
@@ -212,7 +220,7 @@ fn run(
         for t in &mut tracked {
             t.scheduler.update_progress(read(&t.progress), now);
             if let Some(req) = t.scheduler.poll_announce(now) {
-                announce_once(t, &req, &cfg, &sink, &clock, ANNOUNCE_TIMEOUT);
+                announce_once(t, &req, &cfg, &sink, &clock, &mut udp);
             }
         }
         let next = tracked
@@ -229,7 +237,7 @@ fn run(
         t.scheduler.update_progress(read(&t.progress), now);
         t.scheduler.shutdown(now);
         if let Some(req) = t.scheduler.poll_announce(now) {
-            announce_once(t, &req, &cfg, &sink, &clock, STOPPED_TIMEOUT);
+            announce_once(t, &req, &cfg, &sink, &clock, &mut udp);
         }
     }
 }
@@ -246,51 +254,94 @@ fn sleep_until(next: Option<Instant>, clock: &Clock) {
 
 fn announce_once(
     t: &mut Tracked,
-    req: &crate::tracker::AnnounceRequest,
+    req: &AnnounceRequest,
     cfg: &AnnouncerConfig,
     sink: &Mutex<PeerSink>,
     clock: &Clock,
-    timeout: Duration,
+    udp: &mut UdpConnections,
 ) {
     let name = t.name.clone();
-    let url = match announce_url(&t.url, req) {
-        Ok(u) => u,
-        Err(e) => {
-            tracing::warn!(torrent = %name, tracker = %t.url, "cannot announce: {e}");
-            t.scheduler.handle_failure(clock.now());
-            return;
-        }
-    };
-    let reply = announce_blocking(&url, timeout);
-    let now = clock.now();
-    let body = match reply {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::warn!(torrent = %name, tracker = %t.url, "announce failed: {e}");
-            t.scheduler.handle_failure(now);
-            return;
-        }
-    };
-    match t.scheduler.handle_response(&body, now) {
-        Ok(resp) => {
-            if let Some(w) = &resp.warning {
-                tracing::warn!(torrent = %name, tracker = %t.url, "tracker warning: {w}");
+    let candidates: Vec<(usize, usize, String)> = t
+        .tiers
+        .candidates()
+        .map(|(tier, i, u)| (tier, i, u.to_owned()))
+        .collect();
+    let mut answered = None;
+    for (tier, index, url) in candidates {
+        match announce_to(&url, req, udp) {
+            Ok(resp) => {
+                answered = Some((tier, index, url, resp));
+                break;
             }
-            tracing::info!(
-                torrent = %name,
-                event = ?req.event,
-                peers = resp.peers.len(),
-                interval_s = resp.interval_secs,
-                "announced"
-            );
-            let peers: Vec<SocketAddr> = resp
-                .peers
-                .into_iter()
-                .filter(|addr| !is_own(&cfg.own_addrs, addr))
-                .collect();
-            (sink.lock().expect("peer sink"))(t.info_hash, &peers);
+            Err(e) => tracing::warn!(torrent = %name, tracker = %url, "announce failed: {e}"),
         }
-        Err(e) => tracing::warn!(torrent = %name, tracker = %t.url, "bad tracker reply: {e}"),
+        if req.event == Event::Stopped {
+            break;
+        }
+    }
+    let now = clock.now();
+    let Some((tier, index, url, resp)) = answered else {
+        t.scheduler.handle_failure(now);
+        return;
+    };
+    t.tiers.promote(tier, index);
+    if let Err(e) = t.scheduler.handle_reply(&resp, now) {
+        tracing::warn!(torrent = %name, tracker = %url, "{e}");
+        return;
+    }
+    if let Some(w) = &resp.warning {
+        tracing::warn!(torrent = %name, tracker = %url, "tracker warning: {w}");
+    }
+    tracing::info!(
+        torrent = %name,
+        tracker = %url,
+        event = ?req.event,
+        peers = resp.peers.len(),
+        interval_s = resp.interval_secs,
+        "announced"
+    );
+    let peers: Vec<SocketAddr> = resp
+        .peers
+        .into_iter()
+        .filter(|addr| !is_own(&cfg.own_addrs, addr))
+        .collect();
+    (sink.lock().expect("peer sink"))(t.info_hash, &peers);
+}
+
+/// One announce to one tracker, over its URL's transport.
+fn announce_to(
+    url: &str,
+    req: &AnnounceRequest,
+    udp: &mut UdpConnections,
+) -> Result<AnnounceResponse, TrackerError> {
+    let stopping = req.event == Event::Stopped;
+    match TrackerKind::of(url) {
+        Some(TrackerKind::Http) => {
+            let timeout = if stopping {
+                STOPPED_TIMEOUT
+            } else {
+                ANNOUNCE_TIMEOUT
+            };
+            let body = announce_blocking(&announce_url(url, req)?, timeout)?;
+            parse_response(&body)
+        }
+        Some(TrackerKind::Udp) => {
+            let (attempts, timeout) = if stopping {
+                (1, STOPPED_TIMEOUT)
+            } else {
+                (UDP_ATTEMPTS, UDP_ANNOUNCE_TIMEOUT)
+            };
+            let goal = UdpGoal::Announce(req.clone());
+            match exchange_blocking(url, goal, udp, attempts, timeout)? {
+                UdpOutcome::Announce(resp) => Ok(resp),
+                UdpOutcome::Scrape(_) => Err(TrackerError::UdpUnexpected {
+                    what: "a scrape reply to an announce",
+                }),
+            }
+        }
+        None => Err(TrackerError::UnsupportedScheme {
+            url: url.to_owned(),
+        }),
     }
 }
 

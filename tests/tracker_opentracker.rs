@@ -1,4 +1,4 @@
-//! Interop: our HTTP tracker client against a real opentracker on loopback.
+//! Interop: our HTTP and UDP (BEP 15) tracker clients against a real opentracker on loopback.
 //!
 //! Needs `/usr/bin/opentracker` (Debian package `opentracker`); fails, never skips, without it.
 //! The tracker runs in whitelist mode on free loopback ports and is killed by a guard when the
@@ -13,6 +13,8 @@ use std::time::{Duration, Instant as StdInstant};
 
 use ringseed::metainfo::{build_torrent, FileEntry, Info, InfoHash, PeerId, TorrentBuilder};
 use ringseed::time::Instant;
+use ringseed::tracker::udp::{exchange_blocking, UdpConnections};
+use ringseed::tracker::udp_client::{UdpGoal, UdpOutcome};
 use ringseed::tracker::{
     announce_url, http::announce_blocking, AnnounceParams, AnnounceResponse, AnnounceScheduler,
     Event, Progress, TrackerError,
@@ -24,6 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 struct Tracker {
     child: Child,
     announce: String,
+    udp: String,
     dir: tempfile::TempDir,
 }
 
@@ -87,6 +90,7 @@ fn start_tracker(allowed: &[InfoHash]) -> Tracker {
     let mut tracker = Tracker {
         child,
         announce: format!("http://127.0.0.1:{port}/announce"),
+        udp: format!("udp://127.0.0.1:{port}/announce"),
         dir,
     };
     let deadline = StdInstant::now() + Duration::from_secs(10);
@@ -252,4 +256,86 @@ fn unlisted_torrent_is_refused_with_the_trackers_reason() {
     assert_eq!(s.failures(), 1);
     let (at, event) = s.next_announce().unwrap();
     assert_eq!((at, event), (Instant::from_secs(16), Event::Started));
+}
+
+/// Sends the due announce over UDP and feeds the reply to the scheduler.
+fn announce_udp(
+    t: &Tracker,
+    s: &mut AnnounceScheduler,
+    conns: &mut UdpConnections,
+    now: Instant,
+) -> Result<AnnounceResponse, TrackerError> {
+    let req = s.poll_announce(now).expect("an announce is due");
+    match exchange_blocking(&t.udp, UdpGoal::Announce(req), conns, 2, TIMEOUT) {
+        Ok(UdpOutcome::Announce(r)) => {
+            s.handle_reply(&r, now).unwrap();
+            Ok(r)
+        }
+        Ok(other) => panic!("{other:?}"),
+        Err(e) => {
+            s.handle_failure(now);
+            Err(e)
+        }
+    }
+}
+
+#[test]
+fn peers_find_each_other_through_opentracker_over_udp() {
+    // BEP 15 against opentracker: connect, announce (the connection id is reused for the
+    // second peer), the leecher learns the seeder, and a scrape counts both.
+    let hash = info_hash();
+    let t = start_tracker(&[hash]);
+    let now = Instant::from_secs(1);
+    let mut conns = UdpConnections::default();
+    let mut seeder = peer(hash, 1, 40021, 0);
+    let mut leecher = peer(hash, 2, 40022, 20_000);
+    let first = announce_udp(&t, &mut seeder, &mut conns, now).unwrap();
+    assert!(first.interval_secs.unwrap() > 0, "{first:?}");
+    let reply = announce_udp(&t, &mut leecher, &mut conns, now).unwrap();
+    assert!(
+        reply.peers.contains(&"127.0.0.1:40021".parse().unwrap()),
+        "{reply:?}"
+    );
+    assert_eq!((reply.complete, reply.incomplete), (Some(1), Some(1)));
+    let scrape = exchange_blocking(&t.udp, UdpGoal::Scrape(vec![hash]), &mut conns, 2, TIMEOUT);
+    let Ok(UdpOutcome::Scrape(stats)) = scrape else {
+        panic!("{scrape:?}")
+    };
+    assert_eq!((stats[0].seeders, stats[0].leechers), (1, 1), "{stats:?}");
+}
+
+#[test]
+fn unlisted_torrent_over_udp_is_a_clear_error_not_a_hang() {
+    // opentracker refuses an unlisted torrent over UDP with a bare 8-byte announce header
+    // (no interval, no counts); that is reported as a short packet at once.
+    let t = start_tracker(&[InfoHash([0x11; 20])]);
+    let mut s = peer(info_hash(), 1, 40030, 0);
+    let mut conns = UdpConnections::default();
+    let err = announce_udp(&t, &mut s, &mut conns, Instant::from_secs(1)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "bad UDP tracker packet: announce response is 8 bytes, shorter than the 20 it needs"
+    );
+    assert_eq!(s.failures(), 1);
+}
+
+#[test]
+fn silent_udp_tracker_times_out_within_the_deadline() {
+    // Nothing listens on the port: the exchange ends by its deadline with a clear error.
+    let port = free_port();
+    let mut conns = UdpConnections::default();
+    let started = StdInstant::now();
+    let mut s = peer(info_hash(), 1, 40031, 0);
+    let req = s.poll_announce(Instant::ZERO).unwrap();
+    let url = format!("udp://127.0.0.1:{port}");
+    let err = exchange_blocking(
+        &url,
+        UdpGoal::Announce(req),
+        &mut conns,
+        2,
+        Duration::from_secs(1),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TrackerError::UdpTimedOut { .. }), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -9,7 +9,7 @@ use crate::metainfo::{InfoHash, PeerId};
 
 /// Bytes escaped in query values: everything but RFC 3986 unreserved characters, which is
 /// what BEP 3 asks for binary `info_hash`/`peer_id` and what every tracker decodes.
-const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
+pub(super) const ESCAPED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

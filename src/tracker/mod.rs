@@ -1,14 +1,20 @@
-//! Tracker client: HTTP announce URLs (BEP 3), replies with compact peers (BEP 23, BEP 7
-//! `peers6`) and a per-tracker announce scheduler, all sans-IO.
+//! Tracker client: HTTP announce and scrape URLs (BEP 3, BEP 48), replies with compact peers
+//! (BEP 23, BEP 7 `peers6`), UDP tracker exchanges (BEP 15), multi-tracker tiers (BEP 12) and a
+//! per-tracker announce scheduler, all sans-IO.
 //!
-//! The only I/O is [`http::announce_blocking`], a shell function kept in its own file. Multi-tier
-//! lists (BEP 12) and UDP trackers (BEP 15) will reuse [`AnnounceRequest`], [`AnnounceResponse`]
-//! and [`AnnounceScheduler`], which know nothing of URLs or transports.
+//! The only I/O is in [`http`] and [`udp`], shell functions kept in their own files.
+//! [`AnnounceRequest`], [`AnnounceResponse`] and [`AnnounceScheduler`] know nothing of URLs or
+//! transports, so one schedule serves a whole tier list whatever its schemes.
 
 mod announce;
 pub mod http;
 mod response;
 mod scheduler;
+mod scrape;
+mod tiers;
+pub mod udp;
+pub mod udp_client;
+pub mod udp_proto;
 
 pub use announce::{announce_url, AnnounceRequest, Event};
 pub use response::{
@@ -19,6 +25,8 @@ pub use scheduler::{
     AnnounceParams, AnnounceScheduler, Progress, INTERVAL_DEFAULT, INTERVAL_MAX, INTERVAL_MIN,
     MIN_INTERVAL_FLOOR, RETRY_FIRST, RETRY_MAX,
 };
+pub use scrape::{parse_scrape, scrape_url};
+pub use tiers::{TrackerKind, TrackerTiers, TRACKERS_MAX};
 
 use crate::bencode::BencodeError;
 
@@ -114,6 +122,43 @@ pub enum TrackerError {
         /// The limit.
         max: usize,
     },
+    /// A UDP tracker datagram that is not valid BEP 15.
+    #[error("bad UDP tracker packet: {0}")]
+    Udp(#[from] udp_proto::UdpProtoError),
+    /// No reply after every allowed (re)transmission.
+    #[error("UDP tracker did not answer after {attempts} attempts")]
+    UdpTimedOut {
+        /// Sends made for the last step.
+        attempts: u32,
+    },
+    /// A UDP reply for another transaction (stale or spoofed); it is ignored.
+    #[error("UDP reply has transaction id {got:#x}, expected {expected:#x}")]
+    UdpWrongTransaction {
+        /// The id we sent.
+        expected: u32,
+        /// The id in the reply.
+        got: u32,
+    },
+    /// A UDP reply that does not fit what was asked.
+    #[error("UDP tracker sent {what}")]
+    UdpUnexpected {
+        /// What arrived.
+        what: &'static str,
+    },
+    /// A scrape reply with another number of entries than hashes asked.
+    #[error("scrape asked for {asked} torrents, reply has {got}")]
+    UdpScrapeCount {
+        /// Hashes asked.
+        asked: usize,
+        /// Entries received.
+        got: usize,
+    },
+    /// A scrape reply whose `files` entry is missing or malformed.
+    #[error("scrape reply: {reason}")]
+    BadScrape {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// Shell: the request failed (DNS, connect, timeout, TLS, protocol).
     #[error("HTTP request to the tracker failed: {reason}")]
     Transport {
@@ -124,3 +169,5 @@ pub enum TrackerError {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod udp_tests;
