@@ -42,8 +42,11 @@ pub const REANNOUNCE_INTERVAL: Duration = Duration::from_secs(14 * 60);
 pub const SEARCH_RETRY: Duration = Duration::from_secs(5);
 /// A node whose table holds fewer than this many nodes bootstraps again.
 pub const BOOTSTRAP_BELOW: usize = K;
-/// Wait between bootstrap attempts while the table stays small.
+/// First wait between bootstrap attempts while the table stays small; it doubles up to
+/// [`BOOTSTRAP_RETRY_MAX`] (a private network may simply have fewer than K nodes).
 pub const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
+/// Longest wait between bootstrap attempts.
+pub const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(120);
 /// Questionable nodes pinged per tick.
 pub const PINGS_PER_TICK: usize = 4;
 
@@ -165,6 +168,7 @@ pub struct Node {
     events: VecDeque<Event>,
     next_tick: Instant,
     bootstrap_at: Instant,
+    bootstrap_wait: Duration,
     bootstrap_lookup: Option<LookupId>,
 }
 
@@ -190,6 +194,7 @@ impl Node {
             events: VecDeque::new(),
             next_tick: now,
             bootstrap_at: now,
+            bootstrap_wait: BOOTSTRAP_RETRY,
             bootstrap_lookup: None,
         };
         for n in cfg.known.iter().take(super::routing::SAVED_NODES_MAX) {
@@ -461,8 +466,12 @@ impl Node {
         let bootstrapping = self
             .bootstrap_lookup
             .is_some_and(|l| self.lookups.contains_key(&l));
+        if self.table.is_empty() {
+            self.bootstrap_wait = BOOTSTRAP_RETRY;
+        }
         if !bootstrapping && self.table.len() < BOOTSTRAP_BELOW && now >= self.bootstrap_at {
-            self.bootstrap_at = now + BOOTSTRAP_RETRY;
+            self.bootstrap_at = now + self.bootstrap_wait;
+            self.bootstrap_wait = (self.bootstrap_wait * 2).min(BOOTSTRAP_RETRY_MAX);
             self.bootstrap_lookup = self.start_lookup(self.id, false, None, now);
         }
         self.run_torrents(now);

@@ -81,7 +81,9 @@ def main():
         h.connect_peer((host.strip("[]"), int(port)))
 
     deadline = time.time() + args.timeout
+    started = time.time()
     last = 0.0
+    last_dht = started
     announced_seeding = False
     while True:
         for a in ses.pop_alerts():
@@ -107,6 +109,14 @@ def main():
         if not args.seed and now > deadline:
             print(json.dumps({"timeout": True, "progress": s.progress}), flush=True)
             return 1
+        # libtorrent looks a torrent up on the DHT once at start (often before its DHT has
+        # bootstrapped) and then only at its announce interval (minutes): nudge it every 5 s
+        # while a leecher has no peer, and during a seeder's first 30 s.
+        if args.dht_bootstrap and now - last_dht >= 5.0 and (
+                (not args.seed and s.num_peers == 0)
+                or (args.seed and now - started < 30)):
+            last_dht = now
+            h.force_dht_announce()
         for p in args.peer if s.num_peers == 0 else []:
             host, port = p.rsplit(":", 1)
             h.connect_peer((host.strip("[]"), int(port)))
