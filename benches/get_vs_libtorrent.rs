@@ -9,7 +9,9 @@
 //! each piece durable (fdatasync) before announcing it; libtorrent does not sync at all.
 //!
 //! Run: `cargo bench --bench get_vs_libtorrent` (env: `RINGSEED_BENCH_BYTES`, default
-//! 1 GiB; `RINGSEED_BENCH_REPS`, default 2; `RINGSEED_BENCH_SWARM=0` skips part 2).
+//! 1 GiB; `RINGSEED_BENCH_REPS`, default 2; `RINGSEED_BENCH_SWARM=0` skips part 2;
+//! `RINGSEED_BENCH_DIR=/dev/shm` puts data and downloads on tmpfs, where fdatasync is free,
+//! to compare the engines without the disk).
 //! Needs python3-libtorrent under /usr/bin/python3. Stops by itself.
 
 mod common;
@@ -190,10 +192,13 @@ fn main() {
     }
     let bytes = env_or("RINGSEED_BENCH_BYTES", 1 << 30);
     let reps = env_or("RINGSEED_BENCH_REPS", 2).max(1);
-    let dir = tempfile::Builder::new()
-        .prefix("ringseed-getbench-")
-        .tempdir()
-        .unwrap();
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("ringseed-getbench-");
+    let dir = match std::env::var("RINGSEED_BENCH_DIR") {
+        Ok(parent) => builder.tempdir_in(parent),
+        Err(_) => builder.tempdir(),
+    }
+    .unwrap();
     eprintln!("writing {} MiB of test data…", bytes >> 20);
     let data = make_data(dir.path(), bytes);
     let torrent: PathBuf = dir.path().join("bench.torrent");
