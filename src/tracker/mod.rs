@@ -11,6 +11,7 @@ pub mod http;
 mod response;
 mod scheduler;
 mod scrape;
+pub mod server;
 mod tiers;
 pub mod udp;
 pub mod udp_client;
