@@ -11,6 +11,7 @@ mod get;
 mod magnet;
 mod seed;
 mod size;
+mod tracker;
 
 pub use create::write_atomically;
 
@@ -49,6 +50,8 @@ pub enum Command {
     Magnet(magnet::MagnetArgs),
     /// Download a torrent from a seeder with many verifying leechers and report throughput.
     Bench(bench::BenchArgs),
+    /// Run a UDP and HTTP tracker (announce, scrape, /metrics).
+    Tracker(tracker::TrackerArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -63,6 +66,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Verify(a) => create::run_verify(a),
         Command::Magnet(a) => magnet::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(code) => code,

@@ -221,8 +221,9 @@ fn our_udp_client_and_udp_front_agree() {
 }
 
 #[test]
-fn connection_ids_live_one_to_two_minutes_and_are_bound_to_the_source() {
-    // An id from second 60 works at 179 s, not at 180 s, and never from another port.
+fn connection_ids_live_one_to_two_minutes_and_are_bound_to_the_source_ip() {
+    // An id from second 60 works at 179 s, not at 180 s; from another port of the same IP
+    // yes, from another IP never.
     let front = UdpFront::new(3);
     let src: SocketAddr = "127.0.0.1:1000".parse().unwrap();
     let id = front.connection_id(src, Instant::from_secs(60));
@@ -248,8 +249,12 @@ fn connection_ids_live_one_to_two_minutes_and_are_bound_to_the_source() {
     };
     assert!(matches!(at(179, src), UdpAction::Scrape(..)));
     assert_eq!(at(180, src), UdpAction::Drop("bad connection id"));
-    assert_eq!(
+    assert!(matches!(
         at(61, "127.0.0.1:1001".parse().unwrap()),
+        UdpAction::Scrape(..)
+    ));
+    assert_eq!(
+        at(61, "127.0.0.2:1000".parse().unwrap()),
         UdpAction::Drop("bad connection id")
     );
 }

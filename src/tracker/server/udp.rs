@@ -43,19 +43,20 @@ impl UdpFront {
         UdpFront { secret }
     }
 
-    /// The connection id for `src` in the epoch of `now`.
+    /// The connection id for `src`'s IP in the epoch of `now`.
     pub fn connection_id(&self, src: SocketAddr, now: Instant) -> ConnectionId {
         self.id_for(src, now.as_nanos() / 1_000_000_000 / CONNECTION_EPOCH_SECS)
     }
 
     fn id_for(&self, src: SocketAddr, epoch: u64) -> ConnectionId {
-        let mut key = [0u8; 16 + 2 + 8];
+        // Bound to the IP, not the port: clients may open a socket per request (ours does),
+        // and opentracker accepts that too.
+        let mut key = [0u8; 16 + 8];
         match src.ip().to_canonical() {
             IpAddr::V4(ip) => key[..4].copy_from_slice(&ip.octets()),
             IpAddr::V6(ip) => key[..16].copy_from_slice(&ip.octets()),
         }
-        key[16..18].copy_from_slice(&src.port().to_be_bytes());
-        key[18..].copy_from_slice(&epoch.to_be_bytes());
+        key[16..].copy_from_slice(&epoch.to_be_bytes());
         ConnectionId(xxhash_rust::xxh3::xxh3_64_with_seed(&key, self.secret))
     }
 
