@@ -31,22 +31,27 @@ struct OurTracker {
 }
 
 fn start_tracker(dir: &Path, extra: &[&str]) -> OurTracker {
+    start_tracker_on(dir, "127.0.0.1", extra)
+}
+
+/// Starts the tracker on `host` (`127.0.0.1` or `[::1]`), HTTP and UDP on one free port.
+fn start_tracker_on(dir: &Path, host: &str, extra: &[&str]) -> OurTracker {
     let port = free_port_udp_too();
     let mut cmd = Command::new(ringseed_bin());
-    cmd.args(["tracker", "--http", &format!("127.0.0.1:{port}")])
-        .args(["--udp", &format!("127.0.0.1:{port}"), "--workers", "2"])
+    cmd.args(["tracker", "--http", &format!("{host}:{port}")])
+        .args(["--udp", &format!("{host}:{port}"), "--workers", "2"])
         .args(extra)
         .env("RUST_LOG", "info");
     let proc = Proc::spawn("ringseed tracker", cmd, dir.join("tracker.log"));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
     assert!(
         wait_listening(addr, Duration::from_secs(10)),
         "tracker did not listen"
     );
     OurTracker {
         proc,
-        http: format!("http://127.0.0.1:{port}/announce"),
-        udp: format!("udp://127.0.0.1:{port}/announce"),
+        http: format!("http://{host}:{port}/announce"),
+        udp: format!("udp://{host}:{port}/announce"),
     }
 }
 
@@ -312,6 +317,52 @@ fn ringseed_get_finds_a_ringseed_seeder_through_the_udp_tracker() {
         wait_until(Duration::from_secs(20), || scrape_seeders(&t, &torrent)
             >= 1),
         "the ringseed seeder never announced over UDP"
+    );
+    let out = dir.path().join("get-out");
+    let mut cmd = Command::new(ringseed_bin());
+    cmd.arg("get")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--json"])
+        .env("RUST_LOG", "info");
+    let mut get = Proc::spawn("ringseed get", cmd, dir.path().join("get.log"));
+    let status = get.wait_timeout(Duration::from_secs(60));
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "ringseed get did not finish ({status:?}):\n{}",
+        get.log_text()
+    );
+    assert_same_files(&src, &out.join("release"));
+}
+
+#[test]
+fn ipv6_peers_get_ipv6_peers_over_udp_and_http() {
+    // On ::1, a UDP announcer (18-byte peers) and an HTTP announcer (`peers6`) find each other.
+    let dir = TestDir::new("our-tracker-v6");
+    let t = start_tracker_on(dir.path(), "[::1]", &[]);
+    let h = InfoHash([0x66; 20]);
+    let mut conns = UdpConnections::default();
+    udp_announce(&t, &mut conns, &request(h, 1, 40201, 0)).unwrap();
+    let r = http_announce(&t, &request(h, 2, 40202, 5)).unwrap();
+    assert_eq!(r.peers, vec!["[::1]:40201".parse::<SocketAddr>().unwrap()]);
+    let r = udp_announce(&t, &mut conns, &request(h, 1, 40201, 0)).unwrap();
+    assert_eq!(r.peers, vec!["[::1]:40202".parse::<SocketAddr>().unwrap()]);
+}
+
+#[test]
+fn announcer_falls_back_to_the_next_tier_when_the_first_tracker_is_down() {
+    // Tiers [dead HTTP tracker], [our UDP tracker]: seed and get both skip the dead one
+    // (BEP 12) and meet through the second tier; get completes byte-exact.
+    let dir = TestDir::new("our-tracker-tiers");
+    let t = start_tracker(dir.path(), &[]);
+    let dead = format!("http://127.0.0.1:{}/announce", free_port());
+    let (src, torrent) = release_tiers(dir.path(), &[&dead, &t.udp]);
+    let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), free_port(), &[]);
+    assert!(
+        wait_until(Duration::from_secs(20), || scrape_seeders(&t, &torrent)
+            >= 1),
+        "the seeder never reached the second tier"
     );
     let out = dir.path().join("get-out");
     let mut cmd = Command::new(ringseed_bin());
