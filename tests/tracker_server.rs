@@ -381,3 +381,45 @@ fn announcer_falls_back_to_the_next_tier_when_the_first_tracker_is_down() {
     );
     assert_same_files(&src, &out.join("release"));
 }
+
+#[test]
+fn rate_limited_source_gets_only_its_burst_answered() {
+    // --rate-limit 1 (bursts of 4, per shard): 40 connects sent at once from one IP get at
+    // most 4 replies per shard; the excess is dropped and counted in /metrics.
+    let dir = TestDir::new("our-tracker-rate");
+    let t = start_tracker(dir.path(), &["--rate-limit", "1"]);
+    let target = t
+        .udp
+        .trim_start_matches("udp://")
+        .trim_end_matches("/announce");
+    let sock = std::net::UdpSocket::bind("127.0.0.9:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut out = Vec::new();
+    for tid in 0..40 {
+        out.clear();
+        ringseed::tracker::udp_proto::UdpRequest::Connect {
+            transaction_id: ringseed::tracker::udp_proto::TransactionId(tid),
+        }
+        .encode(&mut out);
+        sock.send_to(&out, target).unwrap();
+    }
+    let mut replies = 0;
+    let mut buf = [0u8; 64];
+    while sock.recv(&mut buf).is_ok() {
+        replies += 1;
+    }
+    assert!(
+        (1..=8).contains(&replies),
+        "{replies} replies to 40 connects"
+    );
+    let metrics_url = t.http.replace("/announce", "/metrics");
+    let dropped = wait_until(Duration::from_secs(5), || {
+        let text = String::from_utf8(announce_blocking(&metrics_url, TIMEOUT).unwrap()).unwrap();
+        text.lines()
+            .find(|l| l.starts_with("ringseed_tracker_dropped_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .is_some_and(|n| n >= 32)
+    });
+    assert!(dropped, "dropped datagrams were not counted");
+}
