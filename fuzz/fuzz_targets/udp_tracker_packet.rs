@@ -5,6 +5,8 @@
 use libfuzzer_sys::fuzz_target;
 use ringseed::metainfo::{InfoHash, PeerId};
 use ringseed::time::Instant;
+use ringseed::tracker::server::udp::UdpFront;
+use ringseed::tracker::server::{AccessList, RateLimiter};
 use ringseed::tracker::udp_client::{UdpExchange, UdpGoal};
 use ringseed::tracker::udp_proto::{UdpRequest, UdpResponse};
 use ringseed::tracker::{AnnounceRequest, Event};
@@ -15,6 +17,12 @@ fuzz_target!(|data: &[u8]| {
         req.encode(&mut out);
         assert_eq!(&data[..out.len()], &out[..]);
     }
+    let front = UdpFront::new(5);
+    let mut rate = RateLimiter::new(0, 0);
+    let mut out = Vec::new();
+    let src = "127.0.0.1:9".parse().unwrap();
+    let _ = front.handle(data, src, Instant::ZERO, &AccessList::default(), &mut rate, &mut out);
+    assert!(out.len() <= 2048);
     let _ = UdpResponse::decode(data, false);
     let _ = UdpResponse::decode(data, true);
     let goal = UdpGoal::Announce(AnnounceRequest {

@@ -15,6 +15,7 @@ mod plan;
 mod seed;
 mod sim;
 mod size;
+mod tracker;
 
 pub use create::write_atomically;
 
@@ -60,6 +61,8 @@ pub enum Command {
     Plan(plan::PlanArgs),
     /// Run a swarm scenario in the discrete-event simulator; write summary, CSV and plots.
     Sim(sim::SimArgs),
+    /// Run a UDP and HTTP tracker (announce, scrape, /metrics).
+    Tracker(tracker::TrackerArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -77,6 +80,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Dht(a) => dht::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Sim(a) => sim::run(a),
+        Command::Tracker(a) => tracker::run(a),
     };
     match result {
         Ok(code) => code,

@@ -11,6 +11,7 @@ pub mod http;
 mod response;
 mod scheduler;
 mod scrape;
+pub mod server;
 mod tiers;
 pub mod udp;
 pub mod udp_client;
@@ -126,9 +127,9 @@ pub enum TrackerError {
     #[error("bad UDP tracker packet: {0}")]
     Udp(#[from] udp_proto::UdpProtoError),
     /// No reply after every allowed (re)transmission.
-    #[error("UDP tracker did not answer after {attempts} attempts")]
+    #[error("UDP tracker did not answer ({attempts} datagrams sent)")]
     UdpTimedOut {
-        /// Sends made for the last step.
+        /// Datagrams sent.
         attempts: u32,
     },
     /// A UDP reply for another transaction (stale or spoofed); it is ignored.

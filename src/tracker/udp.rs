@@ -79,7 +79,9 @@ pub fn exchange_blocking(
             return result.clone();
         }
         if now >= end {
-            return Err(TrackerError::UdpTimedOut { attempts: 0 });
+            return Err(TrackerError::UdpTimedOut {
+                attempts: ex.sends(),
+            });
         }
         if ex.poll_transmit(now, &mut out) {
             // A send error (ICMP unreachable from an earlier send) is retried like a loss.

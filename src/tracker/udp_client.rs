@@ -77,6 +77,8 @@ pub struct UdpExchange {
     retransmits: u32,
     attempts_max: u32,
     need_send: bool,
+    /// Datagrams sent so far, all steps together.
+    sends: u32,
     rng: u64,
     outcome: Option<Result<UdpOutcome, TrackerError>>,
 }
@@ -101,9 +103,15 @@ impl UdpExchange {
             retransmits: 0,
             attempts_max: attempts_max.clamp(1, ATTEMPTS_MAX),
             need_send: true,
+            sends: 0,
             rng: seed | 1,
             outcome: None,
         }
+    }
+
+    /// Datagrams sent so far (connects and requests, retransmissions included).
+    pub fn sends(&self) -> u32 {
+        self.sends
     }
 
     /// The connection id in hand, to cache for the next exchange with this tracker.
@@ -136,6 +144,7 @@ impl UdpExchange {
             }
         };
         self.sent = Some((step, tid, now));
+        self.sends += 1;
         true
     }
 
@@ -159,7 +168,7 @@ impl UdpExchange {
         self.retransmits += 1;
         if self.retransmits >= self.attempts_max {
             self.outcome = Some(Err(TrackerError::UdpTimedOut {
-                attempts: self.retransmits,
+                attempts: self.sends,
             }));
         } else {
             self.need_send = true;
