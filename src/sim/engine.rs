@@ -477,7 +477,14 @@ impl World {
     fn dial(&mut self, p: PeerId) {
         let now = self.instant();
         let lat = self.peers[p as usize].lat;
-        while let Some(addr) = self.peers[p as usize].swarm.poll_connect(now) {
+        // `poll_connect` says no at or above `conns_min`; asking costs a scan of the pool.
+        while {
+            let swarm = &self.peers[p as usize].swarm;
+            swarm.connection_count() < swarm.config().conns_min
+        } {
+            let Some(addr) = self.peers[p as usize].swarm.poll_connect(now) else {
+                break;
+            };
             self.peers[p as usize].swarm.on_connecting(addr, now);
             let to = peer_of(addr);
             let ow = lat + self.peers[to as usize].lat;
@@ -616,6 +623,12 @@ impl World {
     /// other end, both swarms are told.
     pub(super) fn disconnect(&mut self, c: ConnId, why: Disconnect) {
         let now = self.instant();
+        // Closing: nothing new may be requested on it while its flows end (delivering their
+        // last blocks can complete a piece, and endgame refills every connection).
+        for side in &mut self.conns[c as usize].sides {
+            side.choking = true;
+            side.interested = false;
+        }
         for e in 0..2 {
             if let Some(f) = self.conns[c as usize].sides[e].flow_in {
                 self.end_flow(f);
