@@ -14,6 +14,7 @@ pub mod engine;
 mod queue;
 pub mod report;
 pub mod scenario;
+mod setup;
 mod transfer;
 
 pub use engine::{Outcome, PeerRecord, Sample, World};
