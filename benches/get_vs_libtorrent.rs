@@ -202,15 +202,7 @@ fn main() {
     eprintln!("writing {} MiB of test data…", bytes >> 20);
     let data = make_data(dir.path(), bytes);
     let torrent: PathBuf = dir.path().join("bench.torrent");
-    let status = Command::new(env!("CARGO_BIN_EXE_ringseed"))
-        .arg("create")
-        .arg(&data)
-        .arg("-o")
-        .arg(&torrent)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "ringseed create failed");
+    create_torrent(&data, &torrent);
     let gb = bytes as f64 / 1e9;
 
     let port = free_port();

@@ -99,15 +99,7 @@ fn main() {
     eprintln!("writing {} MiB of test data…", bytes >> 20);
     let data = make_data(dir.path(), bytes);
     let torrent = dir.path().join("bench.torrent");
-    let status = Command::new(env!("CARGO_BIN_EXE_ringseed"))
-        .arg("create")
-        .arg(&data)
-        .arg("-o")
-        .arg(&torrent)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "ringseed create failed");
+    create_torrent(&data, &torrent);
     let meta = parse_torrent(&std::fs::read(&torrent).unwrap()).unwrap();
     eprintln!(
         "torrent: {} pieces of {} KiB",

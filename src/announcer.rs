@@ -15,15 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::dht::udp::{Dht, DhtConfig};
+use crate::dht_udp::{Dht, DhtConfig};
 use crate::metainfo::{InfoHash, PeerId};
 use crate::time::{Clock, Instant};
-use crate::tracker::udp::{exchange_blocking, UdpConnections};
 use crate::tracker::udp_client::{UdpGoal, UdpOutcome};
 use crate::tracker::{
     announce_url, http::announce_blocking, parse_response, AnnounceParams, AnnounceRequest,
     AnnounceResponse, AnnounceScheduler, Event, Progress, TrackerError, TrackerKind, TrackerTiers,
 };
+use crate::tracker_udp::{exchange_blocking, UdpConnections};
 
 /// Time allowed for one announce round trip.
 pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(15);

@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ringseed::dht::udp::{Dht, DhtConfig};
+use ringseed::dht_udp::{Dht, DhtConfig};
 use ringseed::metainfo::InfoHash;
 
 type Found = Arc<Mutex<HashMap<usize, Vec<SocketAddr>>>>;

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant as StdInstant};
 
 use ringseed::metainfo::{build_torrent, FileEntry, Info, InfoHash, PeerId, TorrentBuilder};
 use ringseed::time::Instant;
-use ringseed::tracker::udp::{exchange_blocking, UdpConnections};
 use ringseed::tracker::udp_client::{UdpGoal, UdpOutcome};
 use ringseed::tracker::{
     announce_url, http::announce_blocking, AnnounceParams, AnnounceResponse, AnnounceScheduler,
     Event, Progress, TrackerError,
 };
+use ringseed::tracker_udp::{exchange_blocking, UdpConnections};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 

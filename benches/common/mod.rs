@@ -92,3 +92,16 @@ pub fn libtorrent_seeder(torrent: &Path, data_parent: &Path, port: u16) -> Guard
     wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
     Guard(child)
 }
+
+/// `ringseed create DATA -o TORRENT` with the default piece size.
+pub fn create_torrent(data: &Path, torrent: &Path) {
+    let status = Command::new(env!("CARGO_BIN_EXE_ringseed"))
+        .arg("create")
+        .arg(data)
+        .arg("-o")
+        .arg(torrent)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "ringseed create failed");
+}

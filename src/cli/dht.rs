@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::dht::udp::{resolve_bootstrap, Dht, DhtConfig};
+use crate::dht_udp::{resolve_bootstrap, Dht, DhtConfig};
 use crate::metainfo::InfoHash;
 
 /// Arguments of `ringseed dht`.
@@ -109,7 +109,7 @@ impl DhtOpts {
             return None;
         }
         let names: Vec<String> = if self.dht_bootstrap.is_empty() {
-            crate::dht::udp::DEFAULT_BOOTSTRAP
+            crate::dht_udp::DEFAULT_BOOTSTRAP
                 .iter()
                 .map(|s| s.to_string())
                 .collect()

@@ -2,8 +2,8 @@
 //! the peer store and the node state machine with its iterative lookups.
 //!
 //! Sans-IO like the rest of the core: [`Node`] takes datagrams and `now` and returns datagrams
-//! to send and events; it never touches a socket, a clock or a file. [`udp`]
-//! (the UDP shell) drives it over a `std::net::UdpSocket` on one thread.
+//! to send and events; it never touches a socket, a clock or a file. [`crate::dht_udp`]
+//! (the UDP shell, outside the core) drives it over a `std::net::UdpSocket` on one thread.
 //! IPv4 only for now (BEP 32's `nodes6` is ignored).
 
 pub mod krpc;
@@ -11,7 +11,6 @@ pub mod lookup;
 pub mod node;
 pub mod peers;
 pub mod routing;
-pub mod udp;
 
 #[cfg(test)]
 mod krpc_tests;

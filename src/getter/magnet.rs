@@ -212,7 +212,7 @@ pub struct MetaOptions {
     /// Announce to the link's trackers.
     pub announce: bool,
     /// Also find peers on the DHT with this node config.
-    pub dht: Option<crate::dht::udp::DhtConfig>,
+    pub dht: Option<crate::dht_udp::DhtConfig>,
 }
 
 /// Fetches and verifies the info dict of `magnet` (or reads the copy a previous run kept),

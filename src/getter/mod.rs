@@ -96,7 +96,7 @@ pub struct GetOptions {
     /// Send PEX messages (BEP 11) to peers.
     pub pex: bool,
     /// Also find peers on (and announce to) the DHT with this node config.
-    pub dht: Option<crate::dht::udp::DhtConfig>,
+    pub dht: Option<crate::dht_udp::DhtConfig>,
 }
 
 /// Where the resume data of `meta` lives under `out_dir`.

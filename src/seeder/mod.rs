@@ -51,7 +51,7 @@ pub struct SeedOptions {
     /// Upload cap over the whole process, bytes per second.
     pub upload_rate: Option<u64>,
     /// Also announce every torrent on the DHT with this node config.
-    pub dht: Option<crate::dht::udp::DhtConfig>,
+    pub dht: Option<crate::dht_udp::DhtConfig>,
 }
 
 /// Loads every torrent named in `opts`; a torrent whose file or data is bad is refused with

@@ -2,7 +2,7 @@
 //! (BEP 23, BEP 7 `peers6`), UDP tracker exchanges (BEP 15), multi-tracker tiers (BEP 12) and a
 //! per-tracker announce scheduler, all sans-IO.
 //!
-//! The only I/O is in [`http`] and [`udp`], shell functions kept in their own files.
+//! The only I/O is in [`http`] and in the UDP shell [`crate::tracker_udp`], kept outside.
 //! [`AnnounceRequest`], [`AnnounceResponse`] and [`AnnounceScheduler`] know nothing of URLs or
 //! transports, so one schedule serves a whole tier list whatever its schemes.
 
@@ -13,7 +13,6 @@ mod scheduler;
 mod scrape;
 pub mod server;
 mod tiers;
-pub mod udp;
 pub mod udp_client;
 pub mod udp_proto;
 

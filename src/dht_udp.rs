@@ -18,9 +18,9 @@ use anyhow::Context;
 use crate::metainfo::InfoHash;
 use crate::time::{Clock, Instant};
 
-use super::krpc::KRPC_BYTES_MAX;
-use super::routing::parse_saved;
-use super::{Event, Node, NodeConfig, NodeId};
+use crate::dht::krpc::KRPC_BYTES_MAX;
+use crate::dht::routing::parse_saved;
+use crate::dht::{Event, Node, NodeConfig, NodeId};
 
 /// Longest the thread sleeps in `recv` before checking commands and the stop flag.
 pub const POLL_MAX: Duration = Duration::from_millis(50);
@@ -173,7 +173,7 @@ impl Drop for Dht {
 }
 
 /// Our saved id and nodes, or a fresh random id when there is no usable state file.
-fn load_state(path: Option<&PathBuf>) -> (NodeId, Vec<super::NodeInfo>) {
+fn load_state(path: Option<&PathBuf>) -> (NodeId, Vec<crate::dht::NodeInfo>) {
     if let Some(p) = path {
         match std::fs::read(p) {
             Ok(bytes) => match parse_saved(&bytes) {

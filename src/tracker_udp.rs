@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::time::Duration;
 
-use super::udp_client::{CachedConnection, UdpExchange, UdpGoal, UdpOutcome};
-use super::udp_proto::DATAGRAM_BYTES_MAX;
-use super::TrackerError;
 use crate::time::Clock;
+use crate::tracker::udp_client::{CachedConnection, UdpExchange, UdpGoal, UdpOutcome};
+use crate::tracker::udp_proto::DATAGRAM_BYTES_MAX;
+use crate::tracker::TrackerError;
 
 /// Connection ids by tracker address, reused while fresh.
 #[derive(Debug, Default)]
