@@ -40,6 +40,10 @@ impl RateMeter {
     }
 
     fn decayed(&self, now: Instant) -> f64 {
+        if self.rate == 0.0 {
+            // Nothing recorded yet: no `exp` needed (a choker reads many idle meters).
+            return 0.0;
+        }
         let dt = now.saturating_duration_since(self.at).as_secs_f64();
         self.rate * (-dt / self.tau_s).exp()
     }

@@ -6,24 +6,31 @@ use super::engine::{ConnId, PeerId, World};
 use crate::time::Instant;
 use crate::torrent::{Decision, LeechPeer};
 
+/// The choker's view of one connection, keyed by connection.
+pub(super) type View = LeechPeer<ConnId>;
+
 impl World {
     /// Runs `p`'s choker; returns when it wants to run next.
     pub(super) fn choke(&mut self, p: PeerId) -> Instant {
         let now = self.instant();
-        let flows: Vec<u32> = {
-            let peer = &self.peers[p as usize];
-            peer.in_flows
-                .iter()
-                .chain(&peer.out_flows)
-                .copied()
-                .collect()
-        };
-        for f in flows {
+        // Bring the rate meters up to date: in-flows feed `recv`, out-flows feed `sent`.
+        let n_in = self.peers[p as usize].in_flows.len();
+        for i in 0..n_in {
+            let f = self.peers[p as usize].in_flows[i];
             self.settle(f);
         }
+        let n_out = self.peers[p as usize].out_flows.len();
+        for i in 0..n_out {
+            let f = self.peers[p as usize].out_flows[i];
+            self.settle(f);
+        }
+        // The tit-for-tat rule ranks by download rate, the seeding rule by upload rate: the
+        // other field is not read, so its meter is not evaluated (each reading is an `exp`).
+        let seeding = self.peers[p as usize].choker.is_seeding();
         // Peers neither interested nor unchoked cannot gain or lose a slot: leaving them out
         // gives the choker the same answer for less work.
-        let mut view = Vec::with_capacity(self.peers[p as usize].conns.len());
+        let mut view = std::mem::take(&mut self.scratch_view);
+        view.clear();
         for &c in &self.peers[p as usize].conns {
             let conn = &self.conns[c as usize];
             let e = conn.end_of(p);
@@ -32,26 +39,34 @@ impl World {
                 continue;
             }
             let receiving = me.flow_in.is_some_and(|f| self.flows[f as usize].active);
+            let (download_rate, upload_rate) = if seeding {
+                (0, me.sent.rate(now))
+            } else {
+                (me.recv.rate(now), 0)
+            };
             view.push(LeechPeer {
                 key: c,
                 interested: them.interested,
                 choked: me.choking,
                 am_interested: me.interested,
                 peer_choking_us: them.choking,
-                download_rate: me.recv.rate(now),
-                upload_rate: me.sent.rate(now),
+                download_rate,
+                upload_rate,
                 last_block_received: if receiving { Some(now) } else { me.last_block },
                 waiting_since: me.waiting_since,
                 connected_at: conn.connected_at,
             });
         }
-        let mut decisions = Vec::new();
+        let mut decisions = std::mem::take(&mut self.scratch_decisions);
+        decisions.clear();
         self.peers[p as usize]
             .choker
             .tick(now, &view, &mut decisions);
-        for (c, d) in decisions {
+        self.scratch_view = view;
+        for &(c, d) in &decisions {
             self.apply(p, c, d);
         }
+        self.scratch_decisions = decisions;
         self.peers[p as usize].choker.next_tick()
     }
 

@@ -154,6 +154,8 @@ pub struct Outcome {
     pub end_time: f64,
     /// Events processed (stale ones included).
     pub events: u64,
+    /// Events processed, by kind (`tick`, `have`, ...), in a fixed order.
+    pub events_by_kind: Vec<(&'static str, u64)>,
     /// Largest event-queue length.
     pub queue_peak: usize,
     /// Bytes downloaded twice (endgame duplicates) or lost to chokes and departures.
@@ -182,11 +184,16 @@ pub struct World {
     pub(super) wasted: f64,
     pub(super) scratch_blocks: Vec<crate::metainfo::BlockRef>,
     pub(super) scratch_cancel: Vec<PeerId>,
+    pub(super) scratch_peers: Vec<PeerId>,
+    pub(super) scratch_due: Vec<u32>,
+    pub(super) scratch_view: Vec<super::choke::View>,
+    pub(super) scratch_decisions: Vec<(ConnId, crate::torrent::Decision)>,
     samples: Vec<Sample>,
     completed: u32,
     incomplete_left: u64,
     last_sample_uploaded: f64,
     events: u64,
+    by_kind: [u64; Event::KINDS.len()],
 }
 
 impl World {
@@ -237,11 +244,16 @@ impl World {
             wasted: 0.0,
             scratch_blocks: Vec::new(),
             scratch_cancel: Vec::new(),
+            scratch_peers: Vec::new(),
+            scratch_due: Vec::new(),
+            scratch_view: Vec::new(),
+            scratch_decisions: Vec::new(),
             samples: Vec::new(),
             completed: 0,
             incomplete_left: incomplete,
             last_sample_uploaded: 0.0,
             events: 0,
+            by_kind: [0; Event::KINDS.len()],
         }
     }
 
@@ -272,6 +284,7 @@ impl World {
             }
             self.now_ns = t;
             self.events += 1;
+            self.by_kind[ev.kind()] += 1;
             self.handle(ev);
             if self.incomplete_left == 0 {
                 break;
@@ -299,6 +312,7 @@ impl World {
             samples: self.samples,
             end_time: self.now_ns as f64 / 1e9,
             events: self.events,
+            events_by_kind: Event::KINDS.iter().copied().zip(self.by_kind).collect(),
             queue_peak: self.q.peak_len,
             wasted_bytes: self.wasted,
             hit_time_limit: hit_limit,

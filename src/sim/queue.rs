@@ -37,6 +37,42 @@ pub(super) enum Event {
     Sample,
 }
 
+impl Event {
+    /// Names of the kinds, indexed by [`Event::kind`] (for the run's event counts).
+    pub const KINDS: [&'static str; 12] = [
+        "join",
+        "leave",
+        "abort",
+        "announce",
+        "tick",
+        "connect_arrive",
+        "connect_done",
+        "flow_start",
+        "uploader_done",
+        "have",
+        "completed",
+        "sample",
+    ];
+
+    /// This event's index in [`Event::KINDS`].
+    pub fn kind(&self) -> usize {
+        match self {
+            Event::Join(_) => 0,
+            Event::Leave(_) => 1,
+            Event::Abort(_) => 2,
+            Event::Announce(_) => 3,
+            Event::Tick(_) => 4,
+            Event::ConnectArrive { .. } => 5,
+            Event::ConnectDone { .. } => 6,
+            Event::FlowStart { .. } => 7,
+            Event::UploaderDone { .. } => 8,
+            Event::Have { .. } => 9,
+            Event::Completed(_) => 10,
+            Event::Sample => 11,
+        }
+    }
+}
+
 /// Events by time (nanoseconds of virtual time), FIFO among equal times.
 #[derive(Debug, Default)]
 pub(super) struct Queue {

@@ -43,6 +43,8 @@ pub struct Summary {
     pub all_complete_secs: Option<f64>,
     /// Events processed.
     pub events: u64,
+    /// Events processed, by kind.
+    pub events_by_kind: Vec<(String, u64)>,
     /// Largest event-queue length.
     pub queue_peak: usize,
     /// Bytes uploaded by all peers.
@@ -111,6 +113,11 @@ pub fn summarize(sc: &Scenario, o: &Outcome) -> Summary {
         end_secs: o.end_time,
         all_complete_secs: all_complete,
         events: o.events,
+        events_by_kind: o
+            .events_by_kind
+            .iter()
+            .map(|&(k, n)| (k.to_string(), n))
+            .collect(),
         queue_peak: o.queue_peak,
         uploaded_total: o.peers.iter().map(|p| p.uploaded).sum(),
         wasted_bytes: o.wasted_bytes,
@@ -168,6 +175,13 @@ pub fn render(s: &Summary) -> String {
         s.events,
         s.queue_peak
     );
+    let kinds: Vec<String> = s
+        .events_by_kind
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    let _ = writeln!(out, "events by kind: {}", kinds.join(", "));
     out
 }
 

@@ -92,13 +92,20 @@ impl World {
     /// Re-shares `p`'s uplink (`up`) or downlink after its count of active flows changed;
     /// the uploaders whose flows changed rate are rescheduled.
     fn reshare(&mut self, p: PeerId, up: bool) {
-        let list = if up {
-            self.peers[p as usize].out_flows.clone()
+        let mut uploaders = std::mem::take(&mut self.scratch_peers);
+        uploaders.clear();
+        let n = if up {
+            self.peers[p as usize].out_flows.len()
         } else {
-            self.peers[p as usize].in_flows.clone()
+            self.peers[p as usize].in_flows.len()
         };
-        let mut uploaders: Vec<PeerId> = Vec::new();
-        for f in list {
+        for i in 0..n {
+            let peer = &self.peers[p as usize];
+            let f = if up {
+                peer.out_flows[i]
+            } else {
+                peer.in_flows[i]
+            };
             if self.set_rate(f) {
                 let u = self.flows[f as usize].from;
                 if !uploaders.contains(&u) {
@@ -109,9 +116,10 @@ impl World {
         if up && !uploaders.contains(&p) {
             uploaders.push(p);
         }
-        for u in uploaders {
+        for &u in &uploaders {
             self.schedule_uploader(u);
         }
+        self.scratch_peers = uploaders;
     }
 
     /// `u`'s earliest flows are due: complete every flow that has moved all its bytes.
@@ -120,17 +128,20 @@ impl World {
             return;
         }
         let now = self.now();
-        let due: Vec<u32> = self.peers[u as usize]
-            .out_flows
-            .iter()
-            .copied()
-            .filter(|&f| {
-                let flow = &self.flows[f as usize];
-                let left = flow.total - flow.done - flow.rate * (now - flow.settled_at);
-                left <= flow.rate * 1e-6 + 1e-3
-            })
-            .collect();
-        for f in due {
+        let mut due = std::mem::take(&mut self.scratch_due);
+        due.clear();
+        due.extend(
+            self.peers[u as usize]
+                .out_flows
+                .iter()
+                .copied()
+                .filter(|&f| {
+                    let flow = &self.flows[f as usize];
+                    let left = flow.total - flow.done - flow.rate * (now - flow.settled_at);
+                    left <= flow.rate * 1e-6 + 1e-3
+                }),
+        );
+        for &f in &due {
             if self
                 .flows
                 .get(f as usize)
@@ -139,6 +150,7 @@ impl World {
                 self.flow_done(f);
             }
         }
+        self.scratch_due = due;
         if self.peers[u as usize].done_version == version {
             self.schedule_uploader(u);
         }

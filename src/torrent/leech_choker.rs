@@ -115,8 +115,10 @@ pub struct LeechChoker<K> {
     next_rechoke: Instant,
     next_optimistic: Instant,
     optimistic: Option<K>,
-    /// Scratch space reused across ticks: candidate indices, and the slots' holders.
+    /// Scratch space reused across ticks: candidate indices, their rank keys, and the
+    /// slots' holders.
     order: Vec<usize>,
+    ranked: Vec<(bool, Reverse<u64>, usize)>,
     holds: Vec<bool>,
 }
 
@@ -130,6 +132,7 @@ impl<K: Copy + Eq> LeechChoker<K> {
             next_optimistic: Instant::ZERO,
             optimistic: None,
             order: Vec::new(),
+            ranked: Vec::new(),
             holds: Vec::new(),
         }
     }
@@ -186,23 +189,22 @@ impl<K: Copy + Eq> LeechChoker<K> {
     fn rechoke(&mut self, now: Instant, peers: &[LeechPeer<K>], optimistic_at: Option<usize>) {
         let cfg = self.cfg;
         let keep_optimistic = optimistic_at.filter(|_| now < self.next_optimistic);
-        self.order.clear();
-        self.order.extend(
-            (0..peers.len()).filter(|&i| peers[i].interested && Some(i) != keep_optimistic),
+        // Snubbing peers last, then by rate; equal rates keep the shell's order (the index
+        // is the last key, so an unstable sort of precomputed keys is stable).
+        self.ranked.clear();
+        self.ranked.extend(
+            (0..peers.len())
+                .filter(|&i| peers[i].interested && Some(i) != keep_optimistic)
+                .map(|i| {
+                    let p = &peers[i];
+                    let snub = p.is_snubbing(now, cfg.snub_timeout);
+                    (snub, Reverse(p.download_rate), i)
+                }),
         );
-        // Stable sort, snubbing peers last: equal rates keep the shell's order.
-        self.order.sort_by_key(|&i| {
-            let p = &peers[i];
-            (
-                p.is_snubbing(now, cfg.snub_timeout),
-                Reverse(p.download_rate),
-            )
-        });
-        let eligible = self
-            .order
-            .iter()
-            .take_while(|&&i| !peers[i].is_snubbing(now, cfg.snub_timeout))
-            .count();
+        self.ranked.sort_unstable();
+        self.order.clear();
+        self.order.extend(self.ranked.iter().map(|&(_, _, i)| i));
+        let eligible = self.ranked.iter().take_while(|&&(snub, ..)| !snub).count();
         let regular = cfg.regular_slots.min(eligible);
         for &i in &self.order[..regular] {
             self.holds[i] = true;

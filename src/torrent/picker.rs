@@ -4,12 +4,13 @@
 //! outstanding requests. Sans-IO and deterministic: randomness comes from a seeded RNG, and
 //! peers' pieces are read through [`PieceView`], never stored twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use rustc_hash::FxHashMap;
 use slab::Slab;
 
 #[path = "picker_blocks.rs"]
@@ -199,6 +200,22 @@ pub enum PickerError {
     },
 }
 
+/// [`Picker::avoids`] over the fields it reads, so a scan can borrow them beside the RNG.
+fn avoids<K: Eq>(
+    suspects: &BTreeMap<PieceIndex, Vec<K>>,
+    avail: &Availability,
+    piece: PieceIndex,
+    key: K,
+) -> bool {
+    if suspects.is_empty() {
+        return false;
+    }
+    match suspects.get(&piece) {
+        Some(list) if list.contains(&key) => avail.of(piece) > list.len() as u32,
+        _ => false,
+    }
+}
+
 /// What a peer announced, as counted in availability.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum Announced {
@@ -314,7 +331,9 @@ pub struct Picker<K> {
     with_missing: Vec<PieceIndex>,
     /// `Missing` blocks over all active pieces.
     blocks_missing: u64,
-    peers: HashMap<K, PeerEntry>,
+    /// Keys are the caller's connection ids, never chosen by a remote peer, so a fast
+    /// non-keyed hash is safe (the simulator does one lookup per `have` per neighbour).
+    peers: FxHashMap<K, PeerEntry>,
     /// Connected peers that sent blocks of a piece that failed its hash, until it verifies.
     suspects: BTreeMap<PieceIndex, Vec<K>>,
     rng: SmallRng,
@@ -339,9 +358,9 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         );
         let geometry = Layout::new(layout.piece_length(), &[layout.total_length()])
             .expect("a valid layout's geometry is valid");
-        let mut rng = SmallRng::seed_from_u64(rng_seed);
+        let rng = SmallRng::seed_from_u64(rng_seed);
         let wanted = geometry.pieces().filter(|&p| !have.get(p));
-        let avail = Availability::new(geometry.piece_count(), wanted, &mut rng);
+        let avail = Availability::new(geometry.piece_count(), wanted);
         let slots = geometry
             .pieces()
             .map(|p| {
@@ -362,7 +381,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
             active: Slab::new(),
             with_missing: Vec::new(),
             blocks_missing: 0,
-            peers: HashMap::new(),
+            peers: FxHashMap::default(),
             suspects: BTreeMap::new(),
             rng,
             order: PickOrder::RarestFirst,
@@ -487,7 +506,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         entry.announced = Announced::Pieces(bits.count());
         for i in bits.iter_ones() {
             let piece = self.index(i);
-            self.avail.increment(piece, &mut self.rng);
+            self.avail.increment(piece);
         }
         Ok(())
     }
@@ -521,7 +540,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         if let Announced::Pieces(n) = entry.announced {
             debug_assert!(n < self.have.len(), "more haves than pieces");
             entry.announced = Announced::Pieces(n + 1);
-            self.avail.increment(piece, &mut self.rng);
+            self.avail.increment(piece);
         }
         !self.have.get(piece)
     }
@@ -543,14 +562,14 @@ impl<K: Copy + Eq + Hash> Picker<K> {
                 if let Some(bits) = pieces.bitfield() {
                     for i in bits.iter_ones() {
                         let piece = self.index(i);
-                        self.avail.decrement(piece, &mut self.rng);
+                        self.avail.decrement(piece);
                         counted += 1;
                     }
                 } else {
                     for i in 0..self.have.len() {
                         let piece = self.index(i);
                         if pieces.has(piece) {
-                            self.avail.decrement(piece, &mut self.rng);
+                            self.avail.decrement(piece);
                             counted += 1;
                         }
                     }
@@ -631,21 +650,17 @@ impl<K: Copy + Eq + Hash> Picker<K> {
                 .find(|&p| self.avail.is_wanted(p) && peer.has(p) && !self.avoids(p, key));
         }
         let from_count = usize::from(!peer.is_seed());
-        self.avail
-            .rarest(from_count, |p| peer.has(p) && !self.avoids(p, key))
+        let avail = &self.avail;
+        avail.rarest(from_count, &mut self.rng, |p| {
+            peer.has(p) && !avoids(&self.suspects, avail, p, key)
+        })
     }
 
     /// True when `key` sent blocks of `piece` that failed the hash and another connected
     /// peer has the piece (suspects are connected and had it, so any count above theirs is
     /// someone else).
     fn avoids(&self, piece: PieceIndex, key: K) -> bool {
-        if self.suspects.is_empty() {
-            return false;
-        }
-        match self.suspects.get(&piece) {
-            Some(list) if list.contains(&key) => self.avail.of(piece) > list.len() as u32,
-            _ => false,
-        }
+        avoids(&self.suspects, &self.avail, piece, key)
     }
 
     /// Moves a wanted piece to `Downloading` with every block `Missing`.

@@ -119,7 +119,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         }
         self.free(slot);
         self.slots[piece.idx()] = Slot::Wanted;
-        self.avail.insert_wanted(piece, &mut self.rng);
+        self.avail.insert_wanted(piece);
     }
 
     // ---- Internals ---------------------------------------------------------------------------
@@ -175,7 +175,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
             self.blocks_missing -= u64::from(ap.missing);
             self.free(slot as usize);
             self.slots[piece.idx()] = Slot::Wanted;
-            self.avail.insert_wanted(piece, &mut self.rng);
+            self.avail.insert_wanted(piece);
         } else if ap.missing == 1 {
             self.with_missing.push(piece);
         }

@@ -121,7 +121,11 @@ pub struct Swarm {
     conns: HashMap<SocketAddr, Conn>,
     per_ip: HashMap<IpAddr, usize>,
     banned: HashSet<IpAddr>,
+    /// Peers we had nothing to trade with (both seeds): not dialled again. At most
+    /// `pool_max`, oldest forgotten first (`retired_order`), so a long-lived seed that meets
+    /// many other seeds does not grow without bound.
     retired: HashSet<SocketAddr>,
+    retired_order: VecDeque<SocketAddr>,
     own: HashSet<SocketAddr>,
     /// Our young outbound connections given up for an incoming one from the same IP (see
     /// [`accept_incoming`](Swarm::accept_incoming)); the shell closes them.
@@ -139,6 +143,7 @@ impl Swarm {
             per_ip: HashMap::new(),
             banned: HashSet::new(),
             retired: HashSet::new(),
+            retired_order: VecDeque::new(),
             own: HashSet::new(),
             superseded: Vec::new(),
         }
@@ -385,6 +390,23 @@ impl Swarm {
         self.order.push_back(addr);
     }
 
+    fn retire(&mut self, addr: SocketAddr) {
+        if !self.retired.insert(addr) {
+            return;
+        }
+        self.retired_order.push_back(addr);
+        while self.retired_order.len() > self.cfg.pool_max.max(1) {
+            if let Some(old) = self.retired_order.pop_front() {
+                self.retired.remove(&old);
+            }
+        }
+    }
+
+    /// Peers remembered as having nothing to trade with us.
+    pub fn retired_count(&self) -> usize {
+        self.retired.len()
+    }
+
     fn close(&mut self, addr: SocketAddr) -> Option<Conn> {
         let conn = self.conns.remove(&addr)?;
         if let Some(n) = self.per_ip.get_mut(&addr.ip()) {
@@ -404,7 +426,7 @@ impl Swarm {
         match why {
             Disconnect::NothingToTrade => {
                 self.candidates.remove(&addr);
-                self.retired.insert(addr);
+                self.retire(addr);
             }
             _ if self.banned.contains(&addr.ip()) => {}
             Disconnect::Useless | Disconnect::Normal if conn.outbound => {

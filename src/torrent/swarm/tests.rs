@@ -172,6 +172,31 @@ fn own_and_retired_addresses_are_never_dialled() {
 }
 
 #[test]
+fn retired_addresses_are_bounded_oldest_first() {
+    // A seed meets many seeds over its life: only the newest pool_max (10) stay retired,
+    // so the oldest may be dialled again and memory stays bounded.
+    let mut s = Swarm::new(SwarmConfig {
+        conns_min: 1,
+        ..small()
+    });
+    for i in 0..30 {
+        s.add_peers([addr(i)], PeerSource::Tracker, t(u64::from(i)));
+        assert_eq!(s.poll_connect(t(u64::from(i))), Some(addr(i)));
+        s.on_connecting(addr(i), t(u64::from(i)));
+        s.on_connected(addr(i), t(u64::from(i)));
+        s.on_disconnected(addr(i), Disconnect::NothingToTrade, t(u64::from(i)));
+    }
+    assert_eq!(s.retired_count(), 10);
+    s.add_peers([addr(29), addr(0)], PeerSource::Pex, t(100));
+    assert_eq!(
+        s.poll_connect(t(100)),
+        Some(addr(0)),
+        "forgotten: dialled again"
+    );
+    assert_eq!(s.poll_connect(t(100)), None, "still retired: never dialled");
+}
+
+#[test]
 fn the_pool_is_bounded() {
     // Past pool_max the oldest candidates are evicted.
     let mut s = Swarm::new(small());
