@@ -2,8 +2,9 @@
 //! write them (`4GB`, `2MiB`, `1Mbps`, `10Gbps`, `2h`, `30ms`), parsed and printed.
 //!
 //! Sizes follow SI for `kB`/`MB`/`GB`/`TB` (10³ steps, as link speeds and the capacity table
-//! do) and IEC for `KiB`/`MiB`/`GiB`/`TiB` (2¹⁰ steps, as piece sizes usually are). Rates are
-//! bits per second, always SI.
+//! do) and binary for `KiB`/`MiB`/`GiB`/`TiB` and the bare letters `K`/`M`/`G`/`T` (2¹⁰
+//! steps, as piece sizes are); the command line uses the same parser. Rates are bits per
+//! second, always SI.
 
 use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
@@ -53,28 +54,50 @@ fn scaled(text: &str, n: f64, factor: f64) -> Result<u64, UnitError> {
     Ok(v as u64)
 }
 
-/// Parses a size in bytes: `4GB` = 4·10⁹, `2MiB` = 2·2²⁰, `512` = 512 bytes.
+/// Parses a size in bytes, the one convention for every size ringseed reads (command line
+/// and scenario files), as GNU coreutils write them:
+/// - `kB`/`MB`/`GB`/`TB` are SI: `4GB` = 4·10⁹ (the capacity table's and disks' units);
+/// - `KiB`/`MiB`/`GiB`/`TiB` and the bare letters `K`/`M`/`G`/`T` are binary: `2MiB` =
+///   `2M` = 2·2²⁰ (piece sizes);
+/// - no unit or `B` is bytes. Letters are case-insensitive (`mb` = `MB`, `g` = `G`).
+///
+/// Whole numbers are exact; decimals (`1.5GB`) are rounded to the byte.
 pub fn parse_bytes(text: &str) -> Result<u64, UnitError> {
     let (n, unit) = split(text)?;
-    let factor = match unit.as_str() {
-        "" | "B" | "b" => 1.0,
-        "kB" | "KB" | "k" | "K" => 1e3,
-        "MB" | "M" => 1e6,
-        "GB" | "G" => 1e9,
-        "TB" | "T" => 1e12,
-        "KiB" => 1024.0,
-        "MiB" => 1024.0 * 1024.0,
-        "GiB" => 1024.0 * 1024.0 * 1024.0,
-        "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        _ => {
-            return Err(UnitError::UnknownUnit {
-                text: text.to_string(),
-                unit,
-                examples: "4GB, 2MB, 256KiB, 2MiB",
-            })
-        }
+    let lower = unit.to_ascii_lowercase();
+    let (prefix, suffix) = match lower.char_indices().nth(1) {
+        Some((at, _)) => lower.split_at(at),
+        None => (lower.as_str(), ""),
     };
-    scaled(text, n, factor)
+    let power = match prefix {
+        "" | "b" if suffix.is_empty() => Some(0),
+        "k" => Some(1),
+        "m" => Some(2),
+        "g" => Some(3),
+        "t" => Some(4),
+        _ => None,
+    };
+    let base: u64 = match suffix {
+        "" | "ib" => 1024,
+        "b" => 1000,
+        _ => 0,
+    };
+    let (Some(power), true) = (power, base > 0) else {
+        return Err(UnitError::UnknownUnit {
+            text: text.to_string(),
+            unit,
+            examples: "4GB, 2MB, 256KiB, 2MiB, 16M",
+        });
+    };
+    let factor = base.pow(power);
+    let t = text.trim();
+    let digits = &t[..t.len() - unit.len()];
+    if let Ok(whole) = digits.trim().replace('_', "").parse::<u64>() {
+        return whole
+            .checked_mul(factor)
+            .ok_or_else(|| UnitError::OutOfRange(text.to_string()));
+    }
+    scaled(text, n, factor as f64)
 }
 
 /// Parses a bit rate in bits per second: `1Mbps` = 10⁶, `10Gbps` = 10¹⁰, `100MB/s` = 8·10⁸.
@@ -213,6 +236,36 @@ mod tests {
         assert!(parse_bytes("4 parsecs").is_err());
         assert!(parse_bps("fast").is_err());
         assert!(parse_bps("-1Mbps").is_err());
+    }
+
+    #[test]
+    fn sizes_follow_one_convention_si_with_b_binary_without() {
+        // The GNU coreutils rule, shared by the command line and scenario files.
+        assert_eq!(parse_bytes("1kB"), Ok(1000));
+        assert_eq!(parse_bytes("1KB"), Ok(1000));
+        assert_eq!(parse_bytes("1K"), Ok(1024));
+        assert_eq!(parse_bytes("1KiB"), Ok(1024));
+        assert_eq!(parse_bytes("16M"), Ok(16 << 20));
+        assert_eq!(parse_bytes("16mib"), Ok(16 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1TB"), Ok(1_000_000_000_000));
+        assert_eq!(parse_bytes("1.5GB"), Ok(1_500_000_000));
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert_eq!(parse_bytes("512B"), Ok(512));
+        assert_eq!(parse_bytes("12345678901234567"), Ok(12_345_678_901_234_567));
+        for bad in [
+            "MiB",
+            "4 parsecs",
+            "1bb",
+            "1Mbps",
+            "1KiBB",
+            "99999999999T",
+            "-1K",
+            "",
+        ] {
+            assert!(parse_bytes(bad).is_err(), "{bad} parsed");
+        }
     }
 
     #[test]
