@@ -151,6 +151,7 @@ impl Connection for ServerConn {
                 .collect();
             return Some(BlockSend {
                 header,
+                requested_at: None,
                 source: BlockSource::Memory(bytes.into()),
             });
         }
@@ -170,6 +171,7 @@ impl Connection for ServerConn {
         }
         Some(BlockSend {
             header,
+            requested_at: None,
             source: BlockSource::Files(spans),
         })
     }
