@@ -57,6 +57,7 @@ impl Connection for Streamer {
                 offset,
                 len: BLOCK,
             })),
+            requested_at: None,
         };
         self.next += 1;
         Some(block)

@@ -10,7 +10,7 @@
 //! that announces every torrent and hands the peers it finds to the same sink.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -48,6 +48,18 @@ pub struct AnnouncerConfig {
     pub own_addrs: Vec<SocketAddr>,
     /// Also announce and search every torrent on the DHT (BEP 5) with this node config.
     pub dht: Option<DhtConfig>,
+    /// Where the announcer counts its announces (read by the metrics endpoint).
+    pub counts: Arc<AnnounceCounts>,
+}
+
+/// Tracker announces and their failures, over all torrents (relaxed atomics: a few
+/// announces per torrent per half hour, read by whoever exports them).
+#[derive(Debug, Default)]
+pub struct AnnounceCounts {
+    /// Announces sent, one per tracker tried (an announce that walks a tier counts each).
+    pub attempts: AtomicU64,
+    /// Of those, the ones that failed: no or bad answer, or the tracker's failure reason.
+    pub errors: AtomicU64,
 }
 
 /// How the announcer reads a torrent's progress (uploaded, downloaded, left).
@@ -268,12 +280,16 @@ fn announce_once(
         .collect();
     let mut answered = None;
     for (tier, index, url) in candidates {
+        cfg.counts.attempts.fetch_add(1, Ordering::Relaxed);
         match announce_to(&url, req, udp) {
             Ok(resp) => {
                 answered = Some((tier, index, url, resp));
                 break;
             }
-            Err(e) => tracing::warn!(torrent = %name, tracker = %url, "announce failed: {e}"),
+            Err(e) => {
+                cfg.counts.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(torrent = %name, tracker = %url, "announce failed: {e}");
+            }
         }
         if req.event == Event::Stopped {
             break;
@@ -286,6 +302,7 @@ fn announce_once(
     };
     t.tiers.promote(tier, index);
     if let Err(e) = t.scheduler.handle_reply(&resp, now) {
+        cfg.counts.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(torrent = %name, tracker = %url, "{e}");
         return;
     }

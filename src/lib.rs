@@ -14,6 +14,7 @@ pub mod getter;
 pub mod hash;
 pub mod loadgen;
 pub mod metainfo;
+pub mod metrics;
 pub mod peer;
 pub mod runtime;
 pub mod seeder;

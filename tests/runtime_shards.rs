@@ -43,6 +43,9 @@ struct Shared {
     closed: AtomicUsize,
     unsent_high: AtomicUsize,
     out_bytes_max: AtomicUsize,
+    /// The shards' `ShardStats` as of their last tick: latency samples, payload bytes sent,
+    /// closes by kind (summed over shards by the last writer of each shard's entry).
+    stats: Mutex<Vec<Option<ShardStats>>>,
     reasons: Mutex<Vec<String>>,
     notes: Mutex<Vec<usize>>,
 }
@@ -78,6 +81,8 @@ enum Reply {
 struct ServerConn {
     files: [FileId; 2],
     replies: VecDeque<Reply>,
+    /// The `now` of the input that held each block request, in `replies`' block order.
+    asked_at: VecDeque<Instant>,
     shared: Arc<Shared>,
     idle_deadline: Option<Instant>,
     ticks: u32,
@@ -85,7 +90,7 @@ struct ServerConn {
 }
 
 impl Connection for ServerConn {
-    fn handle_input(&mut self, bytes: &[u8], _now: Instant) -> Result<usize, CloseReason> {
+    fn handle_input(&mut self, bytes: &[u8], now: Instant) -> Result<usize, CloseReason> {
         match bytes.first() {
             None => Ok(0),
             Some(b'R') if bytes.len() >= 9 => {
@@ -95,12 +100,14 @@ impl Connection for ServerConn {
                     return Err(CloseReason::Protocol("request past end".into()));
                 }
                 self.replies.push_back(Reply::Block { offset, len });
+                self.asked_at.push_back(now);
                 Ok(9)
             }
             Some(b'M') if bytes.len() >= 9 => {
                 let offset = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
                 let len = u32::from_be_bytes(bytes[5..9].try_into().unwrap());
                 self.replies.push_back(Reply::Memory { offset, len });
+                self.asked_at.push_back(now);
                 Ok(9)
             }
             Some(b'E') if bytes.len() >= 2 && bytes.len() >= 2 + bytes[1] as usize => {
@@ -139,6 +146,7 @@ impl Connection for ServerConn {
             _ => return None,
         };
         self.replies.pop_front();
+        let requested_at = self.asked_at.pop_front();
         self.shared.blocks_polled.fetch_add(1, Ordering::Relaxed);
         let mut header = [0u8; BLOCK_HEADER_BYTES];
         header[..4].copy_from_slice(&(9 + len).to_be_bytes());
@@ -151,6 +159,7 @@ impl Connection for ServerConn {
                 .collect();
             return Some(BlockSend {
                 header,
+                requested_at,
                 source: BlockSource::Memory(bytes.into()),
             });
         }
@@ -170,6 +179,7 @@ impl Connection for ServerConn {
         }
         Some(BlockSend {
             header,
+            requested_at,
             source: BlockSource::Files(spans),
         })
     }
@@ -224,6 +234,12 @@ impl ShardApp for ServerApp {
         self.shared
             .unsent_high
             .fetch_max(ctx.stats().unsent_bytes_high, Ordering::Relaxed);
+        let mut all = self.shared.stats.lock().unwrap();
+        let index = ctx.shard_index();
+        if all.len() <= index {
+            all.resize(index + 1, None);
+        }
+        all[index] = Some(ctx.stats().clone());
         if self.tick_broadcast {
             ctx.for_each_mut(|_, conn| conn.ticks += 1);
         }
@@ -266,6 +282,7 @@ impl ServerApp {
         ServerConn {
             files: self.files.expect("files registered in start"),
             replies: VecDeque::new(),
+            asked_at: VecDeque::new(),
             shared: Arc::clone(&self.shared),
             idle_deadline: self.idle.map(|d| now + d),
             ticks: 0,
@@ -793,6 +810,44 @@ fn blocks_of_a_removed_file_close_the_connection() {
         });
         let reason = server.shared.reasons.lock().unwrap()[0].clone();
         assert!(reason.contains("removed file"), "{reason}");
+        server.runtime.shutdown().unwrap();
+    }
+}
+
+#[test]
+fn shard_stats_time_each_block_from_request_to_send_and_count_payload() {
+    // Every block that carries its request instant gets one latency sample (file and memory
+    // blocks alike), payload bytes exclude headers and control bytes, and a peer's close is
+    // counted under its kind.
+    for io in backends() {
+        let server = start_server(io, 1, ShardLimits::default(), None);
+        let mut client = connect(server.runtime.local_addrs()[0]);
+        let mut msg = vec![b'M'];
+        msg.extend_from_slice(&3000u32.to_be_bytes());
+        msg.extend_from_slice(&16384u32.to_be_bytes());
+        client.write_all(&msg).unwrap();
+        request(&mut client, 50, 70);
+        request(&mut client, 70_000, 16384);
+        client.write_all(b"E\x02hi").unwrap();
+        expect_block(&mut client, 3000, 16384);
+        expect_block(&mut client, 50, 70);
+        expect_block(&mut client, 70_000, 16384);
+        expect_echo(&mut client, b"hi");
+        drop(client);
+        let shard = |s: &Shared| s.stats.lock().unwrap().first().cloned().flatten();
+        wait_until("the stats after the close", Duration::from_secs(10), || {
+            shard(&server.shared).is_some_and(|s| s.closed >= 1)
+        });
+        let stats = shard(&server.shared).unwrap();
+        assert_eq!(stats.block_latency.count(), 3, "{io:?}");
+        assert!(stats.block_latency.sum_secs() < 5.0);
+        assert_eq!(stats.payload_bytes_sent, 16384 + 70 + 16384);
+        assert_eq!(stats.bytes_sent, stats.payload_bytes_sent + 3 * 13 + 4);
+        let peer_closed = ringseed::runtime::CLOSE_KINDS
+            .iter()
+            .position(|k| *k == "peer_closed")
+            .unwrap();
+        assert_eq!(stats.closed_by_kind[peer_closed], 1);
         server.runtime.shutdown().unwrap();
     }
 }

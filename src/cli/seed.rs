@@ -43,6 +43,10 @@ pub struct SeedArgs {
     /// shard thread takes an equal share.
     #[arg(long, value_parser = super::parse_size)]
     pub max_upload_rate: Option<u64>,
+    /// Serve Prometheus/OpenMetrics text at http://ADDR/metrics (e.g. 127.0.0.1:9100; port 0
+    /// picks a free port, logged at start-up). Counters are at most about a second old.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
     /// DHT options.
     #[command(flatten)]
     pub dht: super::dht::DhtOpts,
@@ -76,6 +80,7 @@ pub fn run(args: SeedArgs) -> anyhow::Result<ExitCode> {
         peers: args.peers,
         upload_rate: args.max_upload_rate,
         dht: args.dht.config(args.listen, None),
+        metrics: args.metrics,
     };
     seeder::run(opts, stop)?;
     Ok(ExitCode::SUCCESS)

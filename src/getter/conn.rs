@@ -157,7 +157,7 @@ impl Connection for GetConn {
         if !self.session.has_block_to_send() || !self.throttle.admit() {
             return None;
         }
-        let block = self.session.poll_block()?;
+        let (block, requested_at) = self.session.poll_block_timed()?;
         self.throttle.spend(u64::from(block.len));
         let layout = self.session.layout()?.clone();
         let files = self.shared.files.borrow();
@@ -174,6 +174,7 @@ impl Connection for GetConn {
         Some(BlockSend {
             header: piece_header(block.piece.get(), block.offset, block.len),
             source: BlockSource::Files(spans),
+            requested_at: Some(requested_at),
         })
     }
 

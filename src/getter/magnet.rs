@@ -326,6 +326,7 @@ fn fetch(magnet: &Magnet, opts: MetaOptions, stop: &Arc<AtomicBool>) -> anyhow::
                 .map_or(listen.port(), SocketAddr::port),
             own_addrs: runtime.local_addrs().to_vec(),
             dht: opts.dht.clone(),
+            counts: Default::default(),
         };
         announcer::spawn(torrents, cfg, sink, local_stop.clone())
     } else {

@@ -290,6 +290,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
             port: local.first().map_or(opts.listen.port(), SocketAddr::port),
             own_addrs: local.clone(),
             dht: opts.dht.clone(),
+            counts: Default::default(),
         };
         announcer::spawn(torrents, cfg, sink, stop.clone())
     } else {

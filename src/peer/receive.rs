@@ -50,7 +50,7 @@ impl Session {
                 self.declare_pieces(PieceSet::All);
             }
             Message::HaveNone => self.require_fast("have none")?,
-            Message::Request(raw) => self.on_request(raw)?,
+            Message::Request(raw) => self.on_request(raw, now)?,
             Message::Cancel(raw) => self.on_cancel(raw),
             Message::Piece {
                 piece,
@@ -131,7 +131,7 @@ impl Session {
         }
     }
 
-    fn on_request(&mut self, raw: RawBlock) -> Result<(), PeerError> {
+    fn on_request(&mut self, raw: RawBlock, now: Instant) -> Result<(), PeerError> {
         let block = self
             .layout()
             .and_then(|l| l.block(raw.piece, raw.offset, raw.len))
@@ -159,7 +159,7 @@ impl Session {
             self.reject(raw);
             return Ok(());
         }
-        if self.requests.contains(&block) {
+        if self.requests.iter().any(|(b, _)| *b == block) {
             return Ok(());
         }
         if self.requests.len() >= PEER_REQUESTS_QUEUED_MAX {
@@ -173,13 +173,17 @@ impl Session {
             self.reject(raw);
             return Ok(());
         }
-        self.requests.push_back(block);
+        self.requests.push_back((block, now));
         Ok(())
     }
 
     fn on_cancel(&mut self, raw: RawBlock) {
         // A cancel for a block already sent (or never queued) is the normal race: ignore.
-        if let Some(i) = self.requests.iter().position(|&b| RawBlock::from(b) == raw) {
+        if let Some(i) = self
+            .requests
+            .iter()
+            .position(|&(b, _)| RawBlock::from(b) == raw)
+        {
             self.requests.remove(i);
             self.reject(raw);
         }

@@ -117,8 +117,9 @@ pub struct Session {
     pub(super) peer_pieces_pending: PendingPieces,
     pub(super) ext: ExtensionState,
     pub(super) dht_port: Option<u16>,
-    /// The peer's validated requests, oldest first, at most `PEER_REQUESTS_QUEUED_MAX`.
-    pub(super) requests: VecDeque<BlockRef>,
+    /// The peer's validated requests, oldest first, at most `PEER_REQUESTS_QUEUED_MAX`,
+    /// each with the instant its message was parsed (for the shell's latency metric).
+    pub(super) requests: VecDeque<(BlockRef, Instant)>,
     pub(super) requests_invalid: u32,
     pub(super) requests_overflowed: u32,
     /// Valid requests received while we choke, since our last choke.
@@ -433,7 +434,7 @@ impl Session {
         if choked {
             Message::Choke.encode(&mut self.control);
             let fast = self.peer_supports_fast();
-            for block in self.requests.drain(..) {
+            for (block, _) in self.requests.drain(..) {
                 if fast {
                     Message::Reject(block.into()).encode(&mut self.control);
                 }
@@ -481,6 +482,12 @@ impl Session {
     /// The next block to send: still requested, not cancelled, peer unchoked. The shell
     /// writes `wire::piece_header(…)` and the block's bytes, then calls `on_block_sent`.
     pub fn poll_block(&mut self) -> Option<BlockRef> {
+        self.poll_block_timed().map(|(block, _)| block)
+    }
+
+    /// As [`poll_block`](Self::poll_block), with the `now` of the `handle_input` call that
+    /// parsed the block's request (the start of the shell's request-to-send latency).
+    pub fn poll_block_timed(&mut self) -> Option<(BlockRef, Instant)> {
         if self.am_choking {
             debug_assert!(self.requests.is_empty());
             return None;

@@ -322,6 +322,7 @@ impl<C: Connection> Core<C> {
         };
         tracing::debug!(shard = self.shard_index, conn = %key, peer = %slot.peer, "closed: {reason}");
         self.stats.closed += 1;
+        self.stats.closed_by_kind[reason.kind_index()] += 1;
         self.closed.push((key, slot.conn, reason));
     }
 
@@ -452,8 +453,9 @@ impl<C: Connection> Core<C> {
                 Err(CloseReason::Io(io::ErrorKind::WriteZero.into()))
             }
             Ok(sent) => {
-                slot.out.sent(&mut batch, sent, &mut self.vecs);
+                let payload = slot.out.sent(&mut batch, sent, &mut self.vecs);
                 self.stats.bytes_sent += sent as u64;
+                self.stats.payload_bytes_sent += payload as u64;
                 self.stats.sends += 1;
                 if matches!(slot.phase, Phase::Open) {
                     slot.conn.on_sent(sent, self.now);
@@ -556,7 +558,10 @@ impl<C: Connection> Core<C> {
             return;
         }
         let mut batch = self.batches.pop().unwrap_or_else(SendBatch::new);
-        slot.out.fill_batch(&mut batch);
+        let (now, latency) = (self.now, &mut self.stats.block_latency);
+        slot.out.fill_batch(&mut batch, |requested_at| {
+            latency.record(now.saturating_duration_since(requested_at));
+        });
         let fd = slot
             .fd
             .as_ref()
@@ -622,9 +627,12 @@ impl<C: Connection> Core<C> {
         slot.out
             .write_control(&mut self.vecs, |v| v.extend_from_slice(&block.header));
         match block.source {
-            BlockSource::Memory(bytes) => slot.out.push_ready(Payload::Shared(bytes), len),
+            BlockSource::Memory(bytes) => {
+                let payload = Payload::Shared(bytes);
+                slot.out.push_ready(payload, len, block.requested_at);
+            }
             BlockSource::Files(spans) => {
-                let seq = slot.out.push_pending(spans, len);
+                let seq = slot.out.push_pending(spans, len, block.requested_at);
                 match self.block_pool.alloc() {
                     Some(buf) => self.submit_read(index, seq, buf),
                     None => {

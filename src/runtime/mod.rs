@@ -11,6 +11,7 @@ mod core;
 mod disk;
 mod files;
 mod io;
+mod latency;
 mod listener;
 mod mailbox;
 mod outq;
@@ -28,11 +29,12 @@ use std::time::Duration;
 pub use buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX, BLOCK_HEADER_BYTES, RECV_BUF_BYTES};
 pub use disk::{DiskError, IoTag};
 pub use io::{probe_uring, IoKind, IO_ENV_VAR, SEND_BYTES_MAX, SEND_IOVECS_MAX};
+pub use latency::{LatencyHistogram, LATENCY_BOUNDS_US, LATENCY_BUCKETS};
 pub use listener::{Listener, LISTEN_BACKLOG};
 pub use mailbox::{Mailboxes, COMMANDS_QUEUED_MAX};
 pub use protocol::{
     BlockSend, BlockSource, CloseReason, ConnKey, Connection, FileId, FileSpan, FileSpans,
-    ShardApp, BLOCK_SPANS_MAX,
+    ShardApp, BLOCK_SPANS_MAX, CLOSE_KINDS,
 };
 pub use shard::{ShardCtx, ShardLimits, ShardStats, HEARTBEAT};
 

@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use super::buffers::PoolBuf;
 use super::io::{Chunk, Payload, SendBatch, SEND_BYTES_MAX, SEND_IOVECS_MAX};
 use super::protocol::{FileId, FileSpans};
+use crate::time::Instant;
 
 /// Initial capacity of a control-byte vector: a handshake plus a few small messages.
 const CONTROL_VEC_BYTES: usize = 512;
@@ -31,6 +32,8 @@ pub(crate) struct PendingBlock {
     pub(crate) reading: Option<FileId>,
     /// A read was ever started (the block has its buffer).
     pub(crate) started: bool,
+    /// When the block was requested, carried to its ready chunk for the latency metric.
+    pub(crate) requested_at: Option<Instant>,
 }
 
 impl PendingBlock {
@@ -47,9 +50,10 @@ impl PendingBlock {
     }
 }
 
-/// A queued segment.
+/// A queued segment. A ready block payload not yet handed to a send carries the instant
+/// its block was requested; the stamp is taken (once) when the payload enters a send batch.
 pub(crate) enum OutChunk {
-    Ready(Chunk),
+    Ready(Chunk, Option<Instant>),
     Pending(PendingBlock),
 }
 
@@ -95,11 +99,14 @@ pub(crate) struct OutQueue {
 impl OutQueue {
     /// Lets `write` append control bytes at the end of the stream.
     pub(crate) fn write_control(&mut self, pool: &mut VecPool, write: impl FnOnce(&mut Vec<u8>)) {
-        if let Some(OutChunk::Ready(Chunk {
-            payload: Payload::Bytes(vec),
-            end,
-            ..
-        })) = self.chunks.back_mut()
+        if let Some(OutChunk::Ready(
+            Chunk {
+                payload: Payload::Bytes(vec),
+                end,
+                ..
+            },
+            _,
+        )) = self.chunks.back_mut()
         {
             let before = vec.len();
             write(vec);
@@ -115,25 +122,38 @@ impl OutQueue {
         }
         self.unsent_bytes += vec.len();
         let end = vec.len();
-        self.chunks.push_back(OutChunk::Ready(Chunk {
+        let chunk = Chunk {
             payload: Payload::Bytes(vec),
             start: 0,
             end,
-        }));
+        };
+        self.chunks.push_back(OutChunk::Ready(chunk, None));
     }
 
-    /// Appends a block whose payload is already in memory.
-    pub(crate) fn push_ready(&mut self, payload: Payload, len: usize) {
+    /// Appends a block whose payload is already in memory, requested at `requested_at`.
+    pub(crate) fn push_ready(
+        &mut self,
+        payload: Payload,
+        len: usize,
+        requested_at: Option<Instant>,
+    ) {
         self.unsent_bytes += len;
-        self.chunks.push_back(OutChunk::Ready(Chunk {
+        let chunk = Chunk {
             payload,
             start: 0,
             end: len,
-        }));
+        };
+        self.chunks.push_back(OutChunk::Ready(chunk, requested_at));
     }
 
-    /// Appends a block to be read from `spans`; returns its sequence number.
-    pub(crate) fn push_pending(&mut self, spans: FileSpans, len: usize) -> u32 {
+    /// Appends a block to be read from `spans`, requested at `requested_at`; returns its
+    /// sequence number.
+    pub(crate) fn push_pending(
+        &mut self,
+        spans: FileSpans,
+        len: usize,
+        requested_at: Option<Instant>,
+    ) -> u32 {
         let seq = self.next_seq;
         self.next_seq = self.next_seq.wrapping_add(1);
         self.unsent_bytes += len;
@@ -144,6 +164,7 @@ impl OutQueue {
             filled: 0,
             reading: None,
             started: false,
+            requested_at,
         }));
         seq
     }
@@ -169,12 +190,12 @@ impl OutQueue {
         for chunk in self.chunks.iter_mut() {
             if let OutChunk::Pending(p) = chunk {
                 if p.seq == seq {
-                    let len = p.len;
-                    *chunk = OutChunk::Ready(Chunk {
+                    let ready = Chunk {
                         payload: Payload::Block(buf),
                         start: 0,
-                        end: len,
-                    });
+                        end: p.len,
+                    };
+                    *chunk = OutChunk::Ready(ready, p.requested_at);
                     return;
                 }
             }
@@ -184,16 +205,21 @@ impl OutQueue {
 
     /// Whether the front of the stream can be sent now.
     pub(crate) fn front_ready(&self) -> bool {
-        matches!(self.chunks.front(), Some(OutChunk::Ready(_)))
+        matches!(self.chunks.front(), Some(OutChunk::Ready(..)))
     }
 
-    /// Moves ready segments from the front into `batch`, up to the per-send bounds.
-    pub(crate) fn fill_batch(&mut self, batch: &mut SendBatch) {
+    /// Moves ready segments from the front into `batch`, up to the per-send bounds; calls
+    /// `requested` with the request instant of each block payload handed to a send for the
+    /// first time.
+    pub(crate) fn fill_batch(&mut self, batch: &mut SendBatch, mut requested: impl FnMut(Instant)) {
         debug_assert!(batch.chunks.is_empty());
         let mut bytes = 0;
         while batch.chunks.len() < SEND_IOVECS_MAX && bytes < SEND_BYTES_MAX {
             match self.chunks.pop_front() {
-                Some(OutChunk::Ready(chunk)) => {
+                Some(OutChunk::Ready(chunk, stamp)) => {
+                    if let Some(at) = stamp {
+                        requested(at);
+                    }
                     bytes += chunk.remaining();
                     batch.chunks.push(chunk);
                 }
@@ -207,13 +233,24 @@ impl OutQueue {
     }
 
     /// Accounts for a send of `sent` bytes from `batch`: finished segments are recycled and the
-    /// rest goes back to the front of the queue, in order.
-    pub(crate) fn sent(&mut self, batch: &mut SendBatch, mut sent: usize, pool: &mut VecPool) {
+    /// rest goes back to the front of the queue, in order. Returns how many of the bytes
+    /// sent were block payload (not control bytes or headers).
+    pub(crate) fn sent(
+        &mut self,
+        batch: &mut SendBatch,
+        mut sent: usize,
+        pool: &mut VecPool,
+    ) -> usize {
         debug_assert!(sent <= batch.total_bytes());
         self.unsent_bytes -= sent;
+        let mut payload_bytes = 0;
         let mut keep_from = batch.chunks.len();
         for (i, chunk) in batch.chunks.iter_mut().enumerate() {
             let remaining = chunk.remaining();
+            let took = remaining.min(sent);
+            if !matches!(chunk.payload, Payload::Bytes(_)) {
+                payload_bytes += took;
+            }
             if sent >= remaining {
                 sent -= remaining;
                 continue;
@@ -223,17 +260,18 @@ impl OutQueue {
             break;
         }
         for chunk in batch.chunks.drain(keep_from..).rev() {
-            self.chunks.push_front(OutChunk::Ready(chunk));
+            self.chunks.push_front(OutChunk::Ready(chunk, None));
         }
         for chunk in batch.chunks.drain(..) {
             pool.recycle(chunk.payload);
         }
+        payload_bytes
     }
 
     /// Drops everything queued (the connection is closing); block buffers return to the pool.
     pub(crate) fn clear(&mut self, pool: &mut VecPool) {
         for chunk in self.chunks.drain(..) {
-            if let OutChunk::Ready(chunk) = chunk {
+            if let OutChunk::Ready(chunk, _) = chunk {
                 pool.recycle(chunk.payload);
             }
         }
@@ -255,7 +293,7 @@ mod tests {
 
     fn bytes_of(q: &mut OutQueue, pool: &mut VecPool) -> Vec<u8> {
         let mut batch = SendBatch::new();
-        q.fill_batch(&mut batch);
+        q.fill_batch(&mut batch, |_| {});
         let mut all = Vec::new();
         for chunk in &batch.chunks {
             if let Payload::Bytes(v) = &chunk.payload {
@@ -273,19 +311,27 @@ mod tests {
         let mut pool = VecPool::default();
         let mut q = OutQueue::default();
         q.write_control(&mut pool, |v| v.extend_from_slice(b"hello "));
-        q.push_ready(Payload::Shared(bytes::Bytes::from_static(b"block")), 5);
+        q.push_ready(
+            Payload::Shared(bytes::Bytes::from_static(b"block")),
+            5,
+            None,
+        );
         q.write_control(&mut pool, |v| v.extend_from_slice(b" bye"));
         assert_eq!(q.unsent_bytes, 15);
         let mut batch = SendBatch::new();
-        q.fill_batch(&mut batch);
+        q.fill_batch(&mut batch, |_| {});
         assert_eq!(batch.chunks.len(), 3);
-        q.sent(&mut batch, 8, &mut pool);
+        assert_eq!(
+            q.sent(&mut batch, 8, &mut pool),
+            2,
+            "2 of the 5 block bytes went"
+        );
         assert_eq!(q.unsent_bytes, 7);
         let mut batch = SendBatch::new();
-        q.fill_batch(&mut batch);
+        q.fill_batch(&mut batch, |_| {});
         assert_eq!(batch.chunks[0].remaining(), 3);
         assert_eq!(batch.total_bytes(), 7);
-        q.sent(&mut batch, 7, &mut pool);
+        assert_eq!(q.sent(&mut batch, 7, &mut pool), 3);
         assert_eq!(q.unsent_bytes, 0);
         assert!(!q.front_ready());
     }
@@ -296,7 +342,7 @@ mod tests {
         let mut pool = VecPool::default();
         let mut q = OutQueue::default();
         q.write_control(&mut pool, |v| v.extend_from_slice(b"head"));
-        let seq = q.push_pending(FileSpans::new(), 4);
+        let seq = q.push_pending(FileSpans::new(), 4, None);
         q.write_control(&mut pool, |v| v.extend_from_slice(b"tail"));
         assert_eq!(bytes_of(&mut q, &mut pool), b"head");
         assert!(!q.front_ready());
@@ -305,5 +351,41 @@ mod tests {
         q.complete_pending(seq, blocks.alloc().unwrap());
         assert!(q.front_ready());
         assert_eq!(q.unsent_bytes, 8);
+    }
+}
+
+#[cfg(test)]
+mod stamp_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn request_stamp_is_reported_once_when_the_block_first_enters_a_send() {
+        // A block read from disk reports its request instant when its payload is first
+        // batched, not while pending, and not again when a short send re-queues its tail.
+        let mut pool = VecPool::default();
+        let mut q = OutQueue::default();
+        let asked = Instant::ZERO + Duration::from_millis(7);
+        q.write_control(&mut pool, |v| v.extend_from_slice(b"hdr"));
+        let seq = q.push_pending(FileSpans::new(), 4, Some(asked));
+        let mut seen = Vec::new();
+        let mut batch = SendBatch::new();
+        q.fill_batch(&mut batch, |at| seen.push(at));
+        assert!(
+            seen.is_empty(),
+            "the header went alone; the block is still being read"
+        );
+        let total = batch.total_bytes();
+        assert_eq!(q.sent(&mut batch, total, &mut pool), 0);
+        let blocks = super::super::buffers::BufferPool::new(4096, 1);
+        q.complete_pending(seq, blocks.alloc().unwrap());
+        let mut batch = SendBatch::new();
+        q.fill_batch(&mut batch, |at| seen.push(at));
+        assert_eq!(seen, vec![asked]);
+        assert_eq!(q.sent(&mut batch, 1, &mut pool), 1);
+        let mut batch = SendBatch::new();
+        q.fill_batch(&mut batch, |at| seen.push(at));
+        assert_eq!(seen.len(), 1, "the re-queued tail is not counted again");
+        assert_eq!(q.sent(&mut batch, 3, &mut pool), 3);
     }
 }

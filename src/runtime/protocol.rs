@@ -155,6 +155,10 @@ pub struct BlockSend {
     pub header: [u8; BLOCK_HEADER_BYTES],
     /// The payload, at most [`BLOCK_BYTES_MAX`] bytes.
     pub source: BlockSource,
+    /// When the peer asked for the block (the `now` of the input that held the request), if
+    /// known: the shard records the time from it until the payload is handed to a send in
+    /// [`ShardStats::block_latency`](super::ShardStats).
+    pub requested_at: Option<Instant>,
 }
 
 impl BlockSend {
@@ -177,6 +181,19 @@ impl BlockSend {
         Ok(len)
     }
 }
+
+/// Labels of [`CloseReason::kind_index`], in index order (metric label values).
+pub const CLOSE_KINDS: [&str; 9] = [
+    "peer_closed",
+    "io",
+    "connect_failed",
+    "file_read",
+    "protocol",
+    "bad_block",
+    "input_too_large",
+    "app",
+    "shutdown",
+];
 
 /// Why a connection closed. Logged by the shard and handed to [`ShardApp::closed`].
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +230,28 @@ pub enum CloseReason {
     /// The shard is stopping.
     #[error("shard shutting down")]
     Shutdown,
+}
+
+impl CloseReason {
+    /// Which variant this is, as an index into [`CLOSE_KINDS`] (for per-reason counters).
+    pub fn kind_index(&self) -> usize {
+        match self {
+            CloseReason::PeerClosed => 0,
+            CloseReason::Io(_) => 1,
+            CloseReason::ConnectFailed(_) => 2,
+            CloseReason::FileRead(_) => 3,
+            CloseReason::Protocol(_) => 4,
+            CloseReason::BadBlock(_) => 5,
+            CloseReason::InputTooLarge { .. } => 6,
+            CloseReason::App(_) => 7,
+            CloseReason::Shutdown => 8,
+        }
+    }
+
+    /// The variant's label in [`CLOSE_KINDS`].
+    pub fn kind(&self) -> &'static str {
+        CLOSE_KINDS[self.kind_index()]
+    }
 }
 
 /// One peer connection as the shard sees it: a sans-IO state machine fed bytes and time.

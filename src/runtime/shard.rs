@@ -15,9 +15,10 @@ use super::buffers::{BufferPool, PoolBuf, BLOCK_BYTES_MAX};
 use super::core::{Core, Phase};
 use super::disk::{DiskError, DiskEvent, IoTag};
 use super::io::{Completion, Token};
+use super::latency::LatencyHistogram;
 use super::listener::{self, Listener};
 use super::mailbox::Inbox;
-use super::protocol::{CloseReason, ConnKey, FileId, FileSpans, ShardApp};
+use super::protocol::{CloseReason, ConnKey, FileId, FileSpans, ShardApp, CLOSE_KINDS};
 use crate::time::{Clock, Instant};
 
 /// Longest the loop sleeps without checking the stop flag, so shutdown takes at most this long
@@ -118,6 +119,14 @@ pub struct ShardStats {
     pub syncs: u64,
     /// Largest unsent output any connection had.
     pub unsent_bytes_high: usize,
+    /// Bytes sent that were block payload (`bytes_sent` minus control bytes and headers).
+    pub payload_bytes_sent: u64,
+    /// Connections closed, by [`CloseReason::kind_index`] (labels in [`CLOSE_KINDS`]).
+    pub closed_by_kind: [u64; CLOSE_KINDS.len()],
+    /// Time from a block's request (its [`BlockSend::requested_at`](super::BlockSend)) to
+    /// its payload being handed to a socket send (the header went at or before that point);
+    /// blocks without a request instant are not counted.
+    pub block_latency: LatencyHistogram,
 }
 
 impl ShardStats {

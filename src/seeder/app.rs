@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::conn::{SeedConn, ShardTorrent, ShardTorrents};
+use super::metrics::{SeedMetrics, PUBLISH_INTERVAL};
 use super::registry::Registry;
 use crate::metainfo::InfoHash;
 use crate::peer::LocalConfig;
@@ -56,6 +57,8 @@ pub struct AppConfig {
     pub source_ip: Option<std::net::IpAddr>,
     /// Upload cap over the whole process, bytes per second (each shard takes its share).
     pub upload_rate: Option<u64>,
+    /// Where the shard publishes its counters for `/metrics`, if exported.
+    pub metrics: Option<Arc<SeedMetrics>>,
 }
 
 /// The shard which dials `addr`: the same peer always goes to the same shard, so one shard
@@ -79,6 +82,8 @@ pub struct SeedApp {
     scratch_peers: HashMap<InfoHash, Vec<ChokerPeer<ConnKey>>>,
     decisions: Vec<(ConnKey, Decision)>,
     upload_bucket: Option<SharedBucket>,
+    /// When the shard next copies its counters to `cfg.metrics`.
+    next_publish: Instant,
 }
 
 impl SeedApp {
@@ -101,6 +106,21 @@ impl SeedApp {
             dialled: HashSet::new(),
             scratch_peers: HashMap::new(),
             decisions: Vec::new(),
+            next_publish: Instant::ZERO,
+        }
+    }
+
+    /// Publishes this shard's counters at most once per [`PUBLISH_INTERVAL`] (a copy of a
+    /// few hundred bytes under a lock that is never waited for).
+    fn publish_metrics(&mut self, ctx: &ShardCtx<'_, SeedConn>, now: Instant) {
+        let Some(metrics) = &self.cfg.metrics else {
+            return;
+        };
+        if now < self.next_publish {
+            return;
+        }
+        if metrics.publish(self.shard, ctx.stats(), ctx.connection_count()) {
+            self.next_publish = now + PUBLISH_INTERVAL;
         }
     }
 
@@ -252,6 +272,7 @@ impl ShardApp for SeedApp {
 
     fn tick(&mut self, ctx: &mut ShardCtx<'_, SeedConn>, now: Instant) {
         self.choke(ctx, now);
+        self.publish_metrics(ctx, now);
     }
 
     fn tick_interval(&self) -> Duration {

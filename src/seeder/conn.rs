@@ -138,7 +138,7 @@ impl Connection for SeedConn {
         if !self.session.has_block_to_send() || !self.throttle.admit() {
             return None;
         }
-        let block = self.session.poll_block()?;
+        let (block, requested_at) = self.session.poll_block_timed()?;
         self.throttle.spend(u64::from(block.len));
         let layout = torrent
             .served
@@ -161,6 +161,7 @@ impl Connection for SeedConn {
         Some(BlockSend {
             header: piece_header(block.piece.get(), block.offset, block.len),
             source: BlockSource::Files(spans),
+            requested_at: Some(requested_at),
         })
     }
 

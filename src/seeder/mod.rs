@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod conn;
+pub mod metrics;
 pub mod registry;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use anyhow::Context;
 pub use app::{AppConfig, SeedApp, SeedCommand};
 pub use registry::{load_served, resolve_data_dir, Registry, ServedTorrent};
 
-use crate::announcer::{self, Announced, AnnouncerConfig};
+use crate::announcer::{self, AnnounceCounts, Announced, AnnouncerConfig};
 use crate::metainfo::{parse_torrent, PeerId};
 use crate::peer::LocalConfig;
 use crate::runtime::{spawn_shards, IoKind, RuntimeConfig};
@@ -52,6 +53,8 @@ pub struct SeedOptions {
     pub upload_rate: Option<u64>,
     /// Also announce every torrent on the DHT with this node config.
     pub dht: Option<crate::dht_udp::DhtConfig>,
+    /// Serve Prometheus/OpenMetrics text at `http://ADDR/metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Loads every torrent named in `opts`; a torrent whose file or data is bad is refused with
@@ -127,7 +130,16 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         .iter()
         .flat_map(|t| opts.peers.iter().map(move |a| (t.meta.info_hash, *a)))
         .collect();
+    let announce_counts = Arc::new(AnnounceCounts::default());
+    let metrics = opts.metrics.map(|_| {
+        Arc::new(metrics::SeedMetrics::new(
+            shards,
+            registry.clone(),
+            announce_counts.clone(),
+        ))
+    });
     let app_cfg = AppConfig {
+        metrics: metrics.clone(),
         local: LocalConfig {
             peer_id,
             listen_port: Some(opts.listen.port()),
@@ -161,6 +173,18 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         runtime.shard_count(),
         runtime.io_kind()
     );
+    let metrics_server = match (opts.metrics, &metrics) {
+        (Some(addr), Some(m)) => {
+            let server = crate::metrics::MetricsServer::spawn(
+                addr,
+                "seed-metrics",
+                Arc::new(m.prometheus_registry()),
+            )?;
+            tracing::info!("metrics at http://{}/metrics", server.local_addr());
+            Some(server)
+        }
+        _ => None,
+    };
     let announcer = (opts.announce || opts.dht.is_some())
         .then(|| {
             let cfg = AnnouncerConfig {
@@ -168,6 +192,7 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 port,
                 own_addrs: local.clone(),
                 dht: opts.dht.clone(),
+                counts: announce_counts.clone(),
             };
             let torrents = registry
                 .torrents
@@ -208,6 +233,9 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
         let _ = a.join();
     }
     runtime.shutdown()?;
+    if let Some(server) = metrics_server {
+        server.stop();
+    }
     report_totals(&registry);
     result
 }

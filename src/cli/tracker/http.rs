@@ -45,12 +45,7 @@ pub fn spawn(
         .spawn(move || {
             for req in s.incoming_requests() {
                 let (status, ctype, body) = handle(&req, &shards, &metrics);
-                let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], ctype.as_bytes())
-                    .expect("static header");
-                let resp = tiny_http::Response::from_data(body)
-                    .with_status_code(status)
-                    .with_header(header);
-                let _ = req.respond(resp);
+                crate::metrics::respond(req, status, ctype, body);
             }
         })?;
     Ok(HttpServer { server, thread })
@@ -106,7 +101,7 @@ fn handle(
         }
         "/metrics" => (
             200,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::metrics::OPENMETRICS_CONTENT_TYPE,
             metrics.render().into_bytes(),
         ),
         _ => (404, BENCODE, failure(&ServerError::MissingParam("path"))),

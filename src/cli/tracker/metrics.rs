@@ -85,9 +85,7 @@ impl Metrics {
 
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut s = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
-        s
+        crate::metrics::render(&self.registry)
     }
 }
 

@@ -253,3 +253,23 @@ fn unchoke_and_choke_are_sent_only_on_change() {
     h.flush();
     assert_eq!(h.received(), vec![Got::Choke]);
 }
+
+#[test]
+fn queued_block_carries_the_instant_its_request_was_parsed() {
+    // poll_block_timed hands back the `now` of the input that held the request, not the
+    // `now` of the poll, so the shell can measure request-to-send latency.
+    let mut h = unchoked(seed(4), FAST);
+    h.hold_blocks = true;
+    let asked_at = h.now;
+    h.send(req(1, 0, 16384)).unwrap();
+    h.now += Duration::from_millis(30);
+    h.send(req(2, 0, 16384)).unwrap();
+    let (first, first_at) = h.session.poll_block_timed().unwrap();
+    let (second, second_at) = h.session.poll_block_timed().unwrap();
+    assert_eq!((first.piece.get(), first_at), (1, asked_at));
+    assert_eq!(
+        (second.piece.get(), second_at),
+        (2, asked_at + Duration::from_millis(30))
+    );
+    assert!(h.session.poll_block_timed().is_none());
+}

@@ -1,0 +1,224 @@
+//! `ringseed seed --metrics`: the appliance's `/metrics` page after a real download by
+//! `ringseed get`, and the tracker announce counters against our own tracker and a dead one.
+//! Loopback only; runs on the io backend RINGSEED_IO selects (the suite runs it under both).
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const PIECE_BYTES: u64 = 256 * 1024;
+const BLOCK_BYTES: u64 = 16 * 1024;
+
+fn create(dir: &Path, data: &Path, tracker: &str) -> PathBuf {
+    let torrent = dir.join("release.torrent");
+    let (data, out) = (data.display().to_string(), torrent.display().to_string());
+    ringseed(&[
+        "create",
+        &data,
+        "-o",
+        &out,
+        "--piece-size",
+        "256KiB",
+        "--tracker",
+        tracker,
+    ]);
+    torrent
+}
+
+/// `GET /metrics` over a plain socket; returns the status line's code and the body.
+fn scrape(addr: SocketAddr) -> Option<(String, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.to_string();
+    Some((code, body.to_string()))
+}
+
+/// Checks the OpenMetrics text shape (every sample belongs to a declared family, values are
+/// numbers, `# EOF` ends it) and returns the samples by name (labels included).
+fn parse_openmetrics(text: &str) -> HashMap<String, f64> {
+    assert!(text.ends_with("# EOF\n"), "no `# EOF` at the end:\n{text}");
+    let mut families = HashSet::new();
+    let mut samples = HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_whitespace().next().expect("TYPE names a family");
+            families.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.rsplit_once(' ').expect("sample is `name value`");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("value of `{line}` is not a number"));
+        let base = name.split('{').next().unwrap();
+        assert!(
+            families.iter().any(|f| base.starts_with(f.as_str())),
+            "sample `{line}` has no # TYPE line"
+        );
+        samples.insert(name.to_string(), value);
+    }
+    samples
+}
+
+fn metric(samples: &HashMap<String, f64>, name: &str) -> f64 {
+    *samples
+        .get(name)
+        .unwrap_or_else(|| panic!("no `{name}` in {samples:?}"))
+}
+
+/// Scrapes until `done` holds (or 20 s pass: shards publish once a second) and returns the
+/// last page's samples.
+fn scrape_until(
+    addr: SocketAddr,
+    done: impl Fn(&HashMap<String, f64>) -> bool,
+) -> HashMap<String, f64> {
+    let mut last = HashMap::new();
+    wait_until(Duration::from_secs(20), || {
+        let Some((code, body)) = scrape(addr) else {
+            return false;
+        };
+        assert_eq!(code, "200", "{body}");
+        last = parse_openmetrics(&body);
+        done(&last)
+    });
+    last
+}
+
+fn blocks_in(total_bytes: u64) -> u64 {
+    let full_pieces = total_bytes / PIECE_BYTES;
+    let rest = total_bytes % PIECE_BYTES;
+    full_pieces * PIECE_BYTES.div_ceil(BLOCK_BYTES) + rest.div_ceil(BLOCK_BYTES)
+}
+
+fn tree_bytes(dir: &Path) -> u64 {
+    list_files(dir)
+        .iter()
+        .map(|f| std::fs::metadata(dir.join(f)).unwrap().len())
+        .sum()
+}
+
+#[test]
+fn metrics_count_a_download_and_its_announce() {
+    // After `get` fetches the release from the seeder, /metrics shows at least the release's
+    // size uploaded, the accepted connection, one latency sample per block, and the started
+    // announce to our tracker with no error; the page is well-formed OpenMetrics text.
+    let dir = TestDir::new("seed-metrics");
+    let src = make_release(dir.path(), "release", 3 << 20);
+    let tracker_port = free_port();
+    let mut cmd = Command::new(ringseed_bin());
+    cmd.args(["tracker", "--http", &format!("127.0.0.1:{tracker_port}")])
+        .args(["--workers", "1"]);
+    let _tracker = Proc::spawn("ringseed tracker", cmd, dir.path().join("tracker.log"));
+    let tracker_addr: SocketAddr = format!("127.0.0.1:{tracker_port}").parse().unwrap();
+    assert!(wait_listening(tracker_addr, Duration::from_secs(10)));
+    let torrent = create(
+        dir.path(),
+        &src,
+        &format!("http://127.0.0.1:{tracker_port}/announce"),
+    );
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics_arg = format!("127.0.0.1:{metrics_port}");
+    let seeder = spawn_seeder(
+        dir.path(),
+        &torrent,
+        dir.path(),
+        port,
+        &["--metrics", &metrics_arg],
+    );
+    let metrics_addr: SocketAddr = metrics_arg.parse().unwrap();
+    assert!(wait_listening(metrics_addr, Duration::from_secs(10)));
+    let out = dir.path().join("out");
+    let mut get = Command::new(ringseed_bin());
+    get.arg("get")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--no-announce", "--peer", &format!("127.0.0.1:{port}")]);
+    let mut get = Proc::spawn("get", get, dir.path().join("get.log"));
+    let status = get.wait_timeout(Duration::from_secs(120));
+    assert!(matches!(status, Some(s) if s.success()), "get: {status:?}");
+    assert_same_files(&src, &out.join("release"));
+
+    let size = tree_bytes(&src);
+    let blocks = blocks_in(size);
+    let hist_count = "ringseed_seed_block_request_to_send_seconds_count";
+    let m = scrape_until(metrics_addr, |m| {
+        m.get("ringseed_seed_uploaded_bytes_total")
+            .is_some_and(|&v| v >= size as f64)
+            && m.get(hist_count).is_some_and(|&v| v >= blocks as f64)
+            && m.get("ringseed_seed_tracker_announces_total")
+                .is_some_and(|&v| v >= 1.0)
+    });
+    let uploaded = metric(&m, "ringseed_seed_uploaded_bytes_total");
+    assert!(uploaded >= size as f64, "uploaded {uploaded} < {size}");
+    let sent = metric(&m, "ringseed_seed_sent_bytes_total");
+    assert!(
+        sent > uploaded,
+        "headers and control bytes count in sent_bytes only"
+    );
+    assert!(metric(&m, "ringseed_seed_listener_accepts_total") >= 1.0);
+    let count = metric(&m, hist_count);
+    assert!(
+        count >= blocks as f64,
+        "{count} latency samples < {blocks} blocks"
+    );
+    let inf = metric(
+        &m,
+        "ringseed_seed_block_request_to_send_seconds_bucket{le=\"+Inf\"}",
+    );
+    assert_eq!(inf, count, "the +Inf bucket holds every sample");
+    let sum = metric(&m, "ringseed_seed_block_request_to_send_seconds_sum");
+    assert!(
+        sum > 0.0 && sum / count < 1.0,
+        "mean latency {} s",
+        sum / count
+    );
+    assert!(metric(&m, "ringseed_seed_tracker_announces_total") >= 1.0);
+    assert_eq!(
+        metric(&m, "ringseed_seed_tracker_announce_errors_total"),
+        0.0
+    );
+    drop(seeder);
+}
+
+#[test]
+fn metrics_count_failed_announces_to_a_dead_tracker() {
+    // A tracker port where nothing listens: each announce attempt fails and is counted.
+    let dir = TestDir::new("seed-metrics-dead-tracker");
+    let src = make_release(dir.path(), "release", 256 << 10);
+    let dead = free_port();
+    let torrent = create(
+        dir.path(),
+        &src,
+        &format!("http://127.0.0.1:{dead}/announce"),
+    );
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics_arg = format!("127.0.0.1:{metrics_port}");
+    let _seeder = spawn_seeder(
+        dir.path(),
+        &torrent,
+        dir.path(),
+        port,
+        &["--metrics", &metrics_arg],
+    );
+    let metrics_addr: SocketAddr = metrics_arg.parse().unwrap();
+    let errors = "ringseed_seed_tracker_announce_errors_total";
+    let m = scrape_until(metrics_addr, |m| m.get(errors).is_some_and(|&v| v >= 1.0));
+    assert!(metric(&m, errors) >= 1.0, "{m:?}");
+    assert!(metric(&m, "ringseed_seed_tracker_announces_total") >= metric(&m, errors));
+    assert_eq!(metric(&m, "ringseed_seed_uploaded_bytes_total"), 0.0);
+}
