@@ -20,9 +20,10 @@ use crate::metainfo::{InfoHash, PeerId};
 use crate::time::{Clock, Instant};
 use crate::tracker::udp_client::{UdpGoal, UdpOutcome};
 use crate::tracker::{
-    announce_url, http::announce_blocking, parse_response, AnnounceParams, AnnounceRequest,
-    AnnounceResponse, AnnounceScheduler, Event, Progress, TrackerError, TrackerKind, TrackerTiers,
+    announce_url, parse_response, AnnounceParams, AnnounceRequest, AnnounceResponse,
+    AnnounceScheduler, Event, Progress, TrackerError, TrackerKind, TrackerTiers,
 };
+use crate::tracker_http::announce_blocking;
 use crate::tracker_udp::{exchange_blocking, UdpConnections};
 
 /// Time allowed for one announce round trip.

@@ -23,5 +23,6 @@ pub mod storage;
 pub mod time;
 pub mod torrent;
 pub mod tracker;
+pub mod tracker_http;
 pub mod tracker_udp;
 pub mod wire;

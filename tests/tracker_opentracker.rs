@@ -15,9 +15,10 @@ use ringseed::metainfo::{build_torrent, FileEntry, Info, InfoHash, PeerId, Torre
 use ringseed::time::Instant;
 use ringseed::tracker::udp_client::{UdpGoal, UdpOutcome};
 use ringseed::tracker::{
-    announce_url, http::announce_blocking, AnnounceParams, AnnounceResponse, AnnounceScheduler,
-    Event, Progress, TrackerError,
+    announce_url, AnnounceParams, AnnounceResponse, AnnounceScheduler, Event, Progress,
+    TrackerError,
 };
+use ringseed::tracker_http::announce_blocking;
 use ringseed::tracker_udp::{exchange_blocking, UdpConnections};
 
 const TIMEOUT: Duration = Duration::from_secs(5);

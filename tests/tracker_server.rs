@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use common::*;
 use ringseed::metainfo::{InfoHash, PeerId};
-use ringseed::tracker::http::announce_blocking;
 use ringseed::tracker::udp_client::{UdpGoal, UdpOutcome};
 use ringseed::tracker::{
     announce_url, parse_response, parse_scrape, scrape_url, AnnounceRequest, AnnounceResponse,
     Event, TrackerError,
 };
+use ringseed::tracker_http::announce_blocking;
 use ringseed::tracker_udp::{exchange_blocking, UdpConnections};
 
 const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");

@@ -2,12 +2,11 @@
 //! (BEP 23, BEP 7 `peers6`), UDP tracker exchanges (BEP 15), multi-tracker tiers (BEP 12) and a
 //! per-tracker announce scheduler, all sans-IO.
 //!
-//! The only I/O is in [`http`] and in the UDP shell [`crate::tracker_udp`], kept outside.
+//! The I/O is in the shells [`crate::tracker_http`] (HTTP GET) and [`crate::tracker_udp`].
 //! [`AnnounceRequest`], [`AnnounceResponse`] and [`AnnounceScheduler`] know nothing of URLs or
 //! transports, so one schedule serves a whole tier list whatever its schemes.
 
 mod announce;
-pub mod http;
 mod response;
 mod scheduler;
 mod scrape;

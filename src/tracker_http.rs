@@ -1,13 +1,13 @@
-//! SHELL CODE: the one place the tracker module does I/O — a blocking HTTP GET with `ureq`.
+//! SHELL CODE: the HTTP tracker client's I/O — a blocking HTTP GET with `ureq`.
 //!
-//! Everything else in `tracker` is sans-IO; a driver builds the URL with
-//! [`announce_url`](super::announce_url), calls [`announce_blocking`] on a thread that may
-//! block, and feeds the body to
-//! [`AnnounceScheduler::handle_response`](super::AnnounceScheduler::handle_response).
+//! [`crate::tracker`] is sans-IO; a driver builds the URL with
+//! [`announce_url`](crate::tracker::announce_url), calls [`announce_blocking`] on a thread that
+//! may block, and feeds the body to
+//! [`AnnounceScheduler::handle_response`](crate::tracker::AnnounceScheduler::handle_response).
 
 use std::time::Duration;
 
-use super::{parse_response, TrackerError, RESPONSE_BYTES_MAX};
+use crate::tracker::{parse_response, TrackerError, RESPONSE_BYTES_MAX};
 
 /// Performs the announce GET on `url` and returns the reply body (at most
 /// [`RESPONSE_BYTES_MAX`] bytes), with `timeout` covering the whole exchange (DNS, connect,
