@@ -10,27 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn create(dir: &Path, data: &Path) -> std::path::PathBuf {
-    let torrent = dir.join("release.torrent");
-    ringseed(&[
-        "create",
-        data.to_str().unwrap(),
-        "-o",
-        torrent.to_str().unwrap(),
-        "--piece-size",
-        "256KiB",
-    ]);
-    torrent
-}
-
 fn get(dir: &Path, name: &str, torrent: &Path, ip: &str, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(dir.join(name))
-        .args(["--listen", &format!("{ip}:{}", free_port()), "--json"])
-        .args(["--no-announce"])
+    let mut cmd = get_command(torrent, &dir.join(name), &format!("{ip}:{}", free_port()));
+    cmd.args(["--no-announce"])
         .args(extra)
         .env("RUST_LOG", "info");
     Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
@@ -85,7 +67,7 @@ fn seeder_upload_cap_holds_a_download_to_its_rate() {
     // (3 s minus a quarter-second burst).
     let dir = TestDir::new("seed-cap");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let _seeder = spawn_seeder(
         dir.path(),
@@ -122,9 +104,9 @@ fn get_upload_cap_holds_a_peer_to_its_rate() {
     // A finished `get` seeding with --max-upload-rate 2MiB serves a second `get` no faster.
     let dir = TestDir::new("get-cap");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     // The first peer starts with the complete data: it checks it and seeds.
-    copy_dir(&src, &dir.path().join("first/release"));
+    copy_tree(&src, &dir.path().join("first/release"));
     let first_port = free_port();
     let mut cmd = Command::new(ringseed_bin());
     cmd.arg("get")
@@ -163,12 +145,4 @@ fn get_upload_cap_holds_a_peer_to_its_rate() {
         took >= Duration::from_millis(2_500),
         "capped download took only {took:?}"
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for rel in list_files(from) {
-        let dest = to.join(&rel);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&rel), dest).unwrap();
-    }
 }

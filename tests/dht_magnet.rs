@@ -6,33 +6,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
-
-fn create(dir: &Path, data: &Path) -> PathBuf {
-    let torrent = dir.join("release.torrent");
-    ringseed(&[
-        "create",
-        &data.display().to_string(),
-        "-o",
-        &torrent.display().to_string(),
-        "--piece-size",
-        "256KiB",
-    ]);
-    torrent
-}
-
 /// `magnet:?xt=urn:btih:<hex>` and nothing else.
 fn bare_magnet(torrent: &Path) -> String {
-    let out = ringseed(&["magnet", &torrent.display().to_string(), "--no-trackers"]);
-    let start = out.find("urn:btih:").expect("a btih magnet") + "urn:btih:".len();
-    let hex = &out[start..start + 40];
-    format!("magnet:?xt=urn:btih:{hex}")
+    format!("magnet:?xt=urn:btih:{}", info_hash_hex(torrent))
 }
 
 /// A `ringseed dht` node on 127.0.0.1, the only bootstrap node everyone knows.
@@ -76,24 +58,10 @@ fn spawn_dht_seeder(dir: &Path, torrent: &Path, router: &str) -> Proc {
 
 fn spawn_get(dir: &Path, magnet: &str, out: &Path, router: &str) -> Proc {
     let port = free_port_udp_too();
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("get")
-        .arg(magnet)
-        .arg("-o")
-        .arg(out)
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
-        .args(["--max-per-ip", "8", "--dht-bootstrap", router])
+    let mut cmd = get_command(magnet, out, &format!("127.0.0.1:{port}"));
+    cmd.args(["--max-per-ip", "8", "--dht-bootstrap", router])
         .env("RUST_LOG", "info");
     Proc::spawn("ringseed get", cmd, dir.join("get.log"))
-}
-
-fn expect_done(p: &mut Proc, timeout: Duration) {
-    let status = p.wait_timeout(timeout);
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "{} did not finish ({status:?})",
-        p.name
-    );
 }
 
 #[test]
@@ -102,7 +70,7 @@ fn get_with_a_bare_magnet_downloads_from_a_ringseed_seeder_found_on_the_dht() {
     // metadata and the data, and the files match; the DHT routing table is saved.
     let dir = TestDir::new("dht-magnet-rs");
     let src = make_release(dir.path(), "release", 3 << 20);
-    let torrent = create(dir.path(), &src);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let (_router, router) = spawn_router(dir.path());
     let seeder = spawn_dht_seeder(dir.path(), &torrent, &router);
     let out = dir.path().join("out");
@@ -141,7 +109,7 @@ fn libtorrent_bootstraps_from_ringseed_nodes_and_downloads_from_a_ringseed_seede
     // by info-hash on the DHT and downloads the release from it.
     let dir = TestDir::new("dht-lt-leech");
     let src = make_release(dir.path(), "release", 3 << 20);
-    let torrent = create(dir.path(), &src);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let (_router, router) = spawn_router(dir.path());
     let _seeder = spawn_dht_seeder(dir.path(), &torrent, &router);
     let out = dir.path().join("lt-out");
@@ -164,23 +132,10 @@ fn get_finds_a_libtorrent_seeder_on_the_dht() {
     // finds it there and downloads from it.
     let dir = TestDir::new("dht-lt-seed");
     let src = make_release(dir.path(), "release", 3 << 20);
-    let torrent = create(dir.path(), &src);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let (router_proc, router) = spawn_router(dir.path());
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(LT_PEER)
-        .arg("--torrent")
-        .arg(&torrent)
-        .arg("--save")
-        .arg(dir.path())
-        .args(["--listen-port", &free_port_udp_too().to_string()])
-        .args(["--seed", "--dht-bootstrap", &router]);
-    let lt = Proc::spawn("libtorrent seeder", cmd, dir.path().join("lt.log"));
-    assert!(
-        wait_until(Duration::from_secs(30), || lt
-            .log_text()
-            .contains("\"seeding\"")),
-        "libtorrent never seeded (is python3-libtorrent installed?)"
-    );
+    let port = free_port_udp_too();
+    let _lt = libtorrent_seeder(dir.path(), &torrent, port, &["--dht-bootstrap", &router]);
     // libtorrent announces once its DHT has bootstrapped; the router then stores it.
     assert!(
         wait_until(Duration::from_secs(30), || router_proc

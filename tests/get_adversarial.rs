@@ -19,18 +19,9 @@ const PIECE: usize = 256 * 1024;
 fn single_file(dir: &Path, len: usize) -> (PathBuf, PathBuf, String) {
     let data = dir.join("release.bin");
     std::fs::write(&data, pseudo_random(len, 7)).unwrap();
-    let torrent = dir.join("release.torrent");
-    ringseed(&[
-        "create",
-        data.to_str().unwrap(),
-        "-o",
-        torrent.to_str().unwrap(),
-        "--piece-size",
-        "256KiB",
-    ]);
-    let magnet = ringseed(&["magnet", torrent.to_str().unwrap()]);
-    let at = magnet.find("urn:btih:").unwrap() + 9;
-    (data, torrent, magnet[at..at + 40].to_string())
+    let torrent = create_torrent(dir, &data, &[]);
+    let hash = info_hash_hex(&torrent);
+    (data, torrent, hash)
 }
 
 fn hostile(dir: &Path, mode: &str, data: &Path, hash: &str, len: usize, addr: &str) -> Proc {

@@ -6,31 +6,13 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
-
-fn create(dir: &Path, data: &Path, tracker: Option<&str>) -> PathBuf {
-    let torrent = dir.join("release.torrent");
-    let mut args = vec![
-        "create".to_string(),
-        data.display().to_string(),
-        "-o".into(),
-        torrent.display().to_string(),
-        "--piece-size".into(),
-        "256KiB".into(),
-    ];
-    if let Some(t) = tracker {
-        args.extend(["--tracker".into(), t.into()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ringseed(&args);
-    torrent
-}
+const NO_ANNOUNCE: &[&str] = &["--no-announce"];
 
 /// Starts `ringseed get` with JSON status lines and debug logs.
 fn spawn_get(
@@ -40,24 +22,10 @@ fn spawn_get(
     out: &Path,
     extra: &[String],
 ) -> Proc {
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(out)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--json"])
-        .args(extra)
+    let mut cmd = get_command(torrent, out, &format!("127.0.0.1:{}", free_port()));
+    cmd.args(extra)
         .env("RUST_LOG", "info,ringseed::getter=debug");
     Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
-}
-
-fn expect_done(p: &mut Proc, timeout: Duration) {
-    let status = p.wait_timeout(timeout);
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "{} did not finish ({status:?})",
-        p.name
-    );
 }
 
 fn peer_args(addrs: &[String]) -> Vec<String> {
@@ -74,7 +42,7 @@ fn get_downloads_from_a_ringseed_seeder() {
     // The downloader and the seeder, both ours, agree byte for byte (multi-file, empty file).
     let dir = TestDir::new("get-rs");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &["--no-announce"]);
     let out = dir.path().join("out");
@@ -94,22 +62,9 @@ fn get_downloads_from_a_libtorrent_seeder() {
     // libtorrent seeds; ringseed dials it and gets exact bytes.
     let dir = TestDir::new("get-lt");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(LT_PEER)
-        .arg("--torrent")
-        .arg(&torrent)
-        .arg("--save")
-        .arg(dir.path())
-        .args(["--listen-port", &port.to_string(), "--seed"]);
-    let lt = Proc::spawn("libtorrent seeder", cmd, dir.path().join("lt.log"));
-    assert!(
-        wait_until(Duration::from_secs(30), || lt
-            .log_text()
-            .contains("\"seeding\"")),
-        "libtorrent never seeded (is python3-libtorrent installed?)"
-    );
+    let _lt = libtorrent_seeder(dir.path(), &torrent, port, &[]);
     let out = dir.path().join("out");
     let mut get = spawn_get(
         dir.path(),
@@ -141,22 +96,9 @@ fn get_magnet_fetches_metadata_from_a_libtorrent_seeder() {
     // second run with no peer at all finds the finished download.
     let dir = TestDir::new("get-magnet-lt");
     let src = make_release(dir.path(), "release", 3 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(LT_PEER)
-        .arg("--torrent")
-        .arg(&torrent)
-        .arg("--save")
-        .arg(dir.path())
-        .args(["--listen-port", &port.to_string(), "--seed"]);
-    let lt = Proc::spawn("libtorrent seeder", cmd, dir.path().join("lt.log"));
-    assert!(
-        wait_until(Duration::from_secs(30), || lt
-            .log_text()
-            .contains("\"seeding\"")),
-        "libtorrent never seeded (is python3-libtorrent installed?)"
-    );
+    let lt = libtorrent_seeder(dir.path(), &torrent, port, &[]);
     let magnet = magnet_for(&torrent, &format!("127.0.0.1:{port}"));
     let out = dir.path().join("out");
     let mut get = spawn_get(dir.path(), "get", &magnet, &out, &peer_args(&[]));
@@ -205,7 +147,7 @@ fn get_downloads_from_an_aria2_seeder() {
     // aria2c checks the data, seeds it, and ringseed dials it.
     let dir = TestDir::new("get-aria2");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let mut cmd = Command::new("aria2c");
     cmd.args([
@@ -245,7 +187,7 @@ fn get_downloads_from_a_transmission_seeder() {
     // transmission-cli verifies the data and seeds; it accepts our incoming connection.
     let dir = TestDir::new("get-tr");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let config = dir.path().join("tr-config");
     std::fs::create_dir_all(&config).unwrap();
@@ -281,7 +223,7 @@ fn corrupt_seeder_is_banned_and_the_download_completes_from_honest_ones() {
     // completes the download byte-exact.
     let dir = TestDir::new("get-ban");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let bad_root = dir.path().join("bad");
     std::fs::create_dir_all(&bad_root).unwrap();
     copy_tree(&src, &bad_root.join("release"));
@@ -293,8 +235,22 @@ fn corrupt_seeder_is_banned_and_the_download_completes_from_honest_ones() {
     std::fs::write(&big, bytes).unwrap();
     let good_port = free_port();
     let bad_port = free_port();
-    let _good = spawn_seeder_on(dir.path(), &torrent, dir.path(), "127.0.0.2", good_port);
-    let _bad = spawn_seeder_on(dir.path(), &torrent, &bad_root, "127.0.0.3", bad_port);
+    let _good = spawn_seeder_on(
+        dir.path(),
+        &torrent,
+        dir.path(),
+        "127.0.0.2",
+        good_port,
+        NO_ANNOUNCE,
+    );
+    let _bad = spawn_seeder_on(
+        dir.path(),
+        &torrent,
+        &bad_root,
+        "127.0.0.3",
+        bad_port,
+        NO_ANNOUNCE,
+    );
     let out = dir.path().join("out");
     let peers = [
         format!("127.0.0.3:{bad_port}"),
@@ -317,34 +273,6 @@ fn corrupt_seeder_is_banned_and_the_download_completes_from_honest_ones() {
     );
 }
 
-fn spawn_seeder_on(dir: &Path, torrent: &Path, data: &Path, ip: &str, port: u16) -> Proc {
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("seed").arg(torrent).arg("--data").arg(data).args([
-        "--listen",
-        &format!("{ip}:{port}"),
-        "--no-announce",
-    ]);
-    let p = Proc::spawn(
-        &format!("seeder {ip}"),
-        cmd,
-        dir.join(format!("seed-{ip}.log")),
-    );
-    let addr = format!("{ip}:{port}").parse().unwrap();
-    assert!(
-        wait_listening(addr, Duration::from_secs(20)),
-        "seeder on {addr} did not start"
-    );
-    p
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for rel in list_files(from) {
-        let dest = to.join(&rel);
-        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        std::fs::copy(from.join(&rel), dest).unwrap();
-    }
-}
-
 /// Pieces a `get` run logged as verified (its debug log: `piece verified piece=N`).
 fn verified_pieces(log: &str) -> Vec<u32> {
     log.lines()
@@ -364,7 +292,7 @@ fn get_resumes_after_kill_9_without_losing_or_refetching_verified_pieces() {
     // it, and the final files are byte-exact.
     let dir = TestDir::new("get-kill9");
     let src = make_release(dir.path(), "release", 12 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &["--no-announce"]);
     let out = dir.path().join("out");

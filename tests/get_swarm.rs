@@ -4,46 +4,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
-
-fn create(dir: &Path, data: &Path, tracker: Option<&str>) -> PathBuf {
-    let torrent = dir.join("release.torrent");
-    let t = torrent.to_str().unwrap();
-    let d = data.to_str().unwrap();
-    let mut args = vec!["create", d, "-o", t, "--piece-size", "256KiB"];
-    if let Some(url) = tracker {
-        args.extend(["--tracker", url]);
-    }
-    ringseed(&args);
-    torrent
-}
-
-fn info_hash(torrent: &Path) -> String {
-    let out = ringseed(&["magnet", torrent.to_str().unwrap()]);
-    let start = out.find("urn:btih:").unwrap() + 9;
-    out[start..start + 40].to_string()
-}
-
-fn libtorrent(dir: &Path, name: &str, args: &[String]) -> Proc {
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(LT_PEER).args(args);
-    Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
-}
-
 fn get(dir: &Path, name: &str, torrent: &Path, port: u16, extra: &[&str]) -> Proc {
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("get")
-        .arg(torrent)
-        .arg("-o")
-        .arg(dir.join(name))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--json"])
-        .args(["--max-per-ip", "16"])
+    let mut cmd = get_command(torrent, &dir.join(name), &format!("127.0.0.1:{port}"));
+    cmd.args(["--max-per-ip", "16"])
         .args(extra)
         .env("RUST_LOG", "info");
     Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
@@ -64,11 +32,11 @@ fn mixed_swarm_of_libtorrent_and_ringseed_peers_completes() {
     // through opentracker; every leecher ends with exact copies.
     let dir = TestDir::new("swarm-mixed");
     let src = make_release(dir.path(), "release", 6 << 20);
-    let probe = create(dir.path(), &src, None);
+    let probe = create_torrent(dir.path(), &src, &[]);
     let tdir = dir.path().join("t");
     std::fs::create_dir_all(&tdir).unwrap();
-    let tracker = Opentracker::start(&tdir, &[info_hash(&probe)]);
-    let torrent = create(dir.path(), &src, Some(&tracker.announce_url()));
+    let tracker = Opentracker::start(&tdir, &[info_hash_hex(&probe)]);
+    let torrent = create_torrent(dir.path(), &src, &[&tracker.announce_url()]);
     let t = torrent.display().to_string();
     let _seed = libtorrent(
         dir.path(),
@@ -146,7 +114,7 @@ fn libtorrent_leecher_downloads_from_a_ringseed_peer_that_is_still_downloading()
     // that knows only that `get` receives pieces from it before the `get` has finished.
     let dir = TestDir::new("swarm-partial");
     let src = make_release(dir.path(), "release", 12 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let seed_port = free_port();
     let _seeder = spawn_seeder(
         dir.path(),

@@ -16,32 +16,12 @@ use common::*;
 fn release_with_tracker(dir: &Path, scale: usize) -> (PathBuf, PathBuf, Opentracker, String) {
     let src = make_release(dir, "release", scale);
     let probe = dir.join("probe.torrent");
-    ringseed(&[
-        "create",
-        src.to_str().unwrap(),
-        "-o",
-        probe.to_str().unwrap(),
-        "--piece-size",
-        "256KiB",
-    ]);
-    let magnet = ringseed(&["magnet", probe.to_str().unwrap()]);
-    let start = magnet.find("urn:btih:").unwrap() + 9;
-    let hash = magnet[start..start + 40].to_lowercase();
+    create_torrent_at(&src, &probe, &[]);
+    let hash = info_hash_hex(&probe);
     let tracker_dir = dir.join("t");
     std::fs::create_dir_all(&tracker_dir).unwrap();
     let tracker = Opentracker::start(&tracker_dir, std::slice::from_ref(&hash));
-    let torrent = dir.join("release.torrent");
-    let url = tracker.announce_url();
-    ringseed(&[
-        "create",
-        src.to_str().unwrap(),
-        "-o",
-        torrent.to_str().unwrap(),
-        "--piece-size",
-        "256KiB",
-        "--tracker",
-        &url,
-    ]);
+    let torrent = create_torrent(dir, &src, &[&tracker.announce_url()]);
     (src, torrent, tracker, hash)
 }
 
@@ -65,28 +45,13 @@ fn aria2_downloads_release_found_through_opentracker() {
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
     let out = dir.path().join("aria2-out");
-    let mut cmd = Command::new("aria2c");
-    cmd.args([
-        "--seed-time=0",
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        "--bt-enable-lpd=false",
-        "--enable-peer-exchange=false",
-        "--file-allocation=none",
-        "--summary-interval=1",
-        "--console-log-level=notice",
-        "--bt-stop-timeout=120",
-        &format!("--listen-port={}", free_port()),
-        "-d",
-    ])
-    .arg(&out)
-    .arg(&torrent);
-    let mut aria = Proc::spawn("aria2c", cmd, dir.path().join("aria2.log"));
-    let status = aria.wait_timeout(Duration::from_secs(150));
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "aria2c did not finish ({status:?}):\n{}",
-        aria.log_text()
+    let log_opts = ["--summary-interval=1", "--console-log-level=notice"];
+    aria2_download(
+        dir.path(),
+        &torrent,
+        &out,
+        &log_opts,
+        Duration::from_secs(150),
     );
     assert_same_files(&src, &out.join("release"));
 }

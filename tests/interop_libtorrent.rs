@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
-
 fn libtorrent_client(dir: &Path, args: &[String]) -> Proc {
     assert!(
         Command::new("/usr/bin/python3")
@@ -21,9 +19,7 @@ fn libtorrent_client(dir: &Path, args: &[String]) -> Proc {
             .unwrap_or(false),
         "python3-libtorrent is not installed (apt install python3-libtorrent)"
     );
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(LT_PEER).args(args);
-    Proc::spawn("libtorrent", cmd, dir.join("libtorrent.log"))
+    libtorrent(dir, "libtorrent", args)
 }
 
 fn expect_download(client: &mut Proc, timeout: Duration) {
@@ -33,30 +29,6 @@ fn expect_download(client: &mut Proc, timeout: Duration) {
         "libtorrent did not finish ({status:?}):\n{}",
         client.log_text()
     );
-}
-
-fn create(dir: &Path, data: &Path, tracker: Option<&str>) -> std::path::PathBuf {
-    let torrent = dir.join("release.torrent");
-    let mut args = vec![
-        "create".to_string(),
-        data.display().to_string(),
-        "-o".into(),
-        torrent.display().to_string(),
-        "--piece-size".into(),
-        "256KiB".into(),
-    ];
-    if let Some(t) = tracker {
-        args.extend(["--tracker".into(), t.into()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    ringseed(&args);
-    torrent
-}
-
-fn info_hash(torrent: &Path) -> String {
-    let out = ringseed(&["magnet", torrent.to_str().unwrap()]);
-    let start = out.find("urn:btih:").expect("magnet has btih") + 9;
-    out[start..start + 40].to_lowercase()
 }
 
 #[test]
@@ -69,12 +41,12 @@ fn libtorrent_downloads_release_found_through_opentracker() {
     // The torrent needs the tracker URL, and the tracker needs the info-hash: create once to
     // learn the hash with a placeholder port, then start the tracker and create for real.
     let port = free_port();
-    let probe = create(dir.path(), &src, None);
-    let tracker = Opentracker::start(&tracker_dir, &[info_hash(&probe)]);
-    let torrent = create(dir.path(), &src, Some(&tracker.announce_url()));
+    let probe = create_torrent(dir.path(), &src, &[]);
+    let tracker = Opentracker::start(&tracker_dir, &[info_hash_hex(&probe)]);
+    let torrent = create_torrent(dir.path(), &src, &[&tracker.announce_url()]);
     assert_eq!(
-        info_hash(&torrent),
-        info_hash(&probe),
+        info_hash_hex(&torrent),
+        info_hash_hex(&probe),
         "tracker URL is outside info"
     );
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
@@ -97,7 +69,7 @@ fn libtorrent_downloads_release_from_direct_peer_address() {
     // Without any tracker, libtorrent dials the seeder directly and gets exact bytes.
     let dir = TestDir::new("lt-direct");
     let src = make_release(dir.path(), "release", 5 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
     let out = dir.path().join("lt-out");
@@ -122,7 +94,7 @@ fn libtorrent_fetches_metadata_from_magnet_then_data() {
     // info dict from ringseed over BEP 9, checks it against the hash, then downloads.
     let dir = TestDir::new("lt-magnet");
     let src = make_release(dir.path(), "release", 3 << 20);
-    let torrent = create(dir.path(), &src, None);
+    let torrent = create_torrent(dir.path(), &src, &[]);
     let port = free_port();
     let _seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &[]);
     let magnet = ringseed(&[

@@ -3,6 +3,8 @@
 //! errors and caller mistakes reach the application as `DiskError`s, received blocks travel
 //! from a connection to disk, and the `stopping` hook's writes complete before shutdown returns.
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
+use common::runtime::backends;
 use ringseed::runtime::*;
 use ringseed::time::Instant;
 
@@ -21,20 +24,6 @@ const WAIT_MAX: Duration = Duration::from_secs(10);
 /// Byte `i` of the logical stream.
 fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(131) ^ (i >> 9)) as u8
-}
-
-/// The backends each test runs on: the one `RINGSEED_IO` names, else both (io_uring if usable).
-fn backends() -> Vec<IoKind> {
-    if std::env::var(IO_ENV_VAR).is_ok() {
-        return vec![IoKind::Auto];
-    }
-    match probe_uring() {
-        Ok(()) => vec![IoKind::Uring, IoKind::Epoll],
-        Err(why) => {
-            eprintln!("io_uring unavailable ({why}); testing epoll only");
-            vec![IoKind::Epoll]
-        }
-    }
 }
 
 /// Creates the four files empty in a fresh directory.

@@ -4,6 +4,8 @@
 //! `len` bytes read from two files laid end to end (so blocks may span both), `E n bytes` echoes
 //! as control bytes, in request order. Every test stops by itself within bounded time.
 
+mod common;
+
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -12,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant as StdInstant};
 
+use common::runtime::backends;
 use ringseed::runtime::*;
 use ringseed::time::Instant;
 
@@ -21,20 +24,6 @@ const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Byte `i` of the logical two-file space.
 fn pattern(i: usize) -> u8 {
     (i.wrapping_mul(31) ^ (i >> 7)) as u8
-}
-
-/// The backends each test runs on: the one `RINGSEED_IO` names, else both (io_uring if usable).
-fn backends() -> Vec<IoKind> {
-    if std::env::var(IO_ENV_VAR).is_ok() {
-        return vec![IoKind::Auto];
-    }
-    match probe_uring() {
-        Ok(()) => vec![IoKind::Uring, IoKind::Epoll],
-        Err(why) => {
-            eprintln!("io_uring unavailable ({why}); testing epoll only");
-            vec![IoKind::Epoll]
-        }
-    }
 }
 
 #[derive(Default)]

@@ -7,7 +7,7 @@ mod common;
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,22 +15,6 @@ use common::*;
 
 const PIECE_BYTES: u64 = 256 * 1024;
 const BLOCK_BYTES: u64 = 16 * 1024;
-
-fn create(dir: &Path, data: &Path, tracker: &str) -> PathBuf {
-    let torrent = dir.join("release.torrent");
-    let (data, out) = (data.display().to_string(), torrent.display().to_string());
-    ringseed(&[
-        "create",
-        &data,
-        "-o",
-        &out,
-        "--piece-size",
-        "256KiB",
-        "--tracker",
-        tracker,
-    ]);
-    torrent
-}
 
 /// `GET /metrics` over a plain socket; returns the status line's code and the body.
 fn scrape(addr: SocketAddr) -> Option<(String, String)> {
@@ -124,10 +108,10 @@ fn metrics_count_a_download_and_its_announce() {
     let _tracker = Proc::spawn("ringseed tracker", cmd, dir.path().join("tracker.log"));
     let tracker_addr: SocketAddr = format!("127.0.0.1:{tracker_port}").parse().unwrap();
     assert!(wait_listening(tracker_addr, Duration::from_secs(10)));
-    let torrent = create(
+    let torrent = create_torrent(
         dir.path(),
         &src,
-        &format!("http://127.0.0.1:{tracker_port}/announce"),
+        &[&format!("http://127.0.0.1:{tracker_port}/announce")],
     );
     let (port, metrics_port) = (free_port(), free_port());
     let metrics_arg = format!("127.0.0.1:{metrics_port}");
@@ -201,10 +185,10 @@ fn metrics_count_failed_announces_to_a_dead_tracker() {
     let dir = TestDir::new("seed-metrics-dead-tracker");
     let src = make_release(dir.path(), "release", 256 << 10);
     let dead = free_port();
-    let torrent = create(
+    let torrent = create_torrent(
         dir.path(),
         &src,
-        &format!("http://127.0.0.1:{dead}/announce"),
+        &[&format!("http://127.0.0.1:{dead}/announce")],
     );
     let (port, metrics_port) = (free_port(), free_port());
     let metrics_arg = format!("127.0.0.1:{metrics_port}");

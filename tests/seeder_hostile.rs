@@ -51,22 +51,11 @@ struct Seeded {
     seeder: Proc,
 }
 
-fn create_torrent(release: &Path, out: &Path) {
-    ringseed(&[
-        "create",
-        release.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--piece-size",
-        "256KiB",
-    ]);
-}
-
 fn start_seeder(name: &str) -> Seeded {
     let dir = TestDir::new(name);
     let release = make_release(dir.path(), "release", RELEASE_SCALE);
     let torrent = dir.path().join("release.torrent");
-    create_torrent(&release, &torrent);
+    create_torrent_at(&release, &torrent, &[]);
     let meta = parse_torrent(&fs::read(&torrent).unwrap()).unwrap();
     let port = free_port();
     let seeder = spawn_seeder(dir.path(), &torrent, dir.path(), port, &["--no-announce"]);
@@ -489,7 +478,7 @@ fn three_torrents(dir: &Path) -> (PathBuf, PathBuf, Vec<(String, PathBuf, u64)>)
     for (i, name) in ["alpha", "beta", "gamma"].iter().enumerate() {
         let release = make_release(&store, name, (2 << 20) + i * 100_000);
         let torrent = torrents.join(format!("{name}.torrent"));
-        create_torrent(&release, &torrent);
+        create_torrent_at(&release, &torrent, &[]);
         let total = parse_torrent(&fs::read(&torrent).unwrap())
             .unwrap()
             .info

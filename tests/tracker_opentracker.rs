@@ -4,13 +4,16 @@
 //! The tracker runs in whitelist mode on free loopback ports and is killed by a guard when the
 //! test ends, panics included.
 
+mod common;
+
 use std::fs;
-use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant as StdInstant};
 
+use common::{free_port_udp_too, whitelist_loaded};
 use ringseed::metainfo::{build_torrent, FileEntry, Info, InfoHash, PeerId, TorrentBuilder};
 use ringseed::time::Instant;
 use ringseed::tracker::udp_client::{UdpGoal, UdpOutcome};
@@ -44,13 +47,6 @@ impl Tracker {
     }
 }
 
-fn free_port() -> u16 {
-    let tcp = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = tcp.local_addr().unwrap().port();
-    // The UDP side binds the same number; make sure that one is free too.
-    UdpSocket::bind(("127.0.0.1", port)).map_or_else(|_| free_port(), |_| port)
-}
-
 /// Starts opentracker allowing only `allowed`, and waits until it accepts connections.
 fn start_tracker(allowed: &[InfoHash]) -> Tracker {
     let dir = tempfile::Builder::new()
@@ -67,7 +63,7 @@ fn start_tracker(allowed: &[InfoHash]) -> Tracker {
         .collect();
     fs::write(&whitelist, lines).unwrap();
     fs::set_permissions(&whitelist, fs::Permissions::from_mode(0o644)).unwrap();
-    let port = free_port();
+    let port = free_port_udp_too();
     let log = fs::File::create(dir.path().join("log")).unwrap();
     let child = Command::new("/usr/bin/opentracker")
         .args([
@@ -118,36 +114,6 @@ fn start_tracker(allowed: &[InfoHash]) -> Tracker {
         }
     }
     tracker
-}
-
-/// True once opentracker has loaded its whitelist: it answers listening before it has, and
-/// announces in that window are refused as "not authorized". Probes with a `stopped`
-/// announce of a made-up peer, which leaves no trace in the swarm.
-fn whitelist_loaded(port: u16, info_hash_hex: &str) -> bool {
-    use std::io::{Read, Write};
-    let escaped: String = (0..40)
-        .step_by(2)
-        .map(|i| format!("%{}", &info_hash_hex[i..i + 2]))
-        .collect();
-    let request = format!(
-        "GET /announce?info_hash={escaped}&peer_id=-PROBE-0000000000000&port=1&uploaded=0\
-         &downloaded=0&left=0&event=stopped&compact=1 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
-    );
-    let reply = (|| -> std::io::Result<Vec<u8>> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
-        s.write_all(request.as_bytes())?;
-        let mut out = Vec::new();
-        s.read_to_end(&mut out)?;
-        Ok(out)
-    })();
-    match reply {
-        Ok(body) => {
-            let text = String::from_utf8_lossy(&body);
-            text.contains("200") && !text.contains("failure reason")
-        }
-        Err(_) => false,
-    }
 }
 
 fn info_hash() -> InfoHash {
@@ -323,7 +289,7 @@ fn unlisted_torrent_over_udp_is_a_clear_error_not_a_hang() {
 #[test]
 fn silent_udp_tracker_times_out_within_the_deadline() {
     // Nothing listens on the port: the exchange ends by its deadline with a clear error.
-    let port = free_port();
+    let port = free_port_udp_too();
     let mut conns = UdpConnections::default();
     let started = StdInstant::now();
     let mut s = peer(info_hash(), 1, 40031, 0);

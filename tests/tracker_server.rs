@@ -20,7 +20,6 @@ use ringseed::tracker::{
 use ringseed::tracker_http::announce_blocking;
 use ringseed::tracker_udp::{exchange_blocking, UdpConnections};
 
-const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A running `ringseed tracker`, killed when dropped.
@@ -179,26 +178,12 @@ fn release(dir: &Path, url: &str) -> (PathBuf, PathBuf) {
 /// Like [`release`] with one tier per URL.
 fn release_tiers(dir: &Path, urls: &[&str]) -> (PathBuf, PathBuf) {
     let src = make_release(dir, "release", 4 << 20);
-    let torrent = dir.join("release.torrent");
-    let (s, t) = (src.to_str().unwrap(), torrent.to_str().unwrap());
-    let mut args = vec!["create", s, "-o", t, "--piece-size", "256KiB"];
-    for u in urls {
-        args.extend(["--tracker", u]);
-    }
-    ringseed(&args);
+    let torrent = create_torrent(dir, &src, urls);
     (src, torrent)
 }
 
-fn libtorrent(dir: &Path, name: &str, args: &[String]) -> Proc {
-    let mut cmd = Command::new("/usr/bin/python3");
-    cmd.arg(LT_PEER).args(args);
-    Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
-}
-
 fn scrape_seeders(t: &OurTracker, torrent: &Path) -> u32 {
-    let magnet = ringseed(&["magnet", torrent.to_str().unwrap()]);
-    let start = magnet.find("urn:btih:").unwrap() + 9;
-    let h = InfoHash::from_hex(&magnet[start..start + 40]).unwrap();
+    let h = InfoHash::from_hex(&info_hash_hex(torrent)).unwrap();
     announce_blocking(&scrape_url(&t.http, &[h]).unwrap(), TIMEOUT)
         .ok()
         .and_then(|b| parse_scrape(&b).ok())
@@ -234,27 +219,7 @@ fn aria2_downloads_from_libtorrent_found_through_udp_and_http_tiers() {
         "libtorrent never announced to our tracker"
     );
     let out = dir.path().join("aria2-out");
-    let mut cmd = Command::new("aria2c");
-    cmd.args([
-        "--seed-time=0",
-        "--enable-dht=false",
-        "--enable-dht6=false",
-        "--bt-enable-lpd=false",
-        "--enable-peer-exchange=false",
-        "--file-allocation=none",
-        "--bt-stop-timeout=120",
-        &format!("--listen-port={}", free_port()),
-        "-d",
-    ])
-    .arg(&out)
-    .arg(&torrent);
-    let mut aria = Proc::spawn("aria2c", cmd, dir.path().join("aria2.log"));
-    let status = aria.wait_timeout(Duration::from_secs(120));
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "aria2c did not finish ({status:?}):\n{}",
-        aria.log_text()
-    );
+    aria2_download(dir.path(), &torrent, &out, &[], Duration::from_secs(120));
     assert_same_files(&src, &out.join("release"));
 }
 
@@ -306,6 +271,20 @@ fn libtorrent_downloads_from_transmission_found_through_the_http_tracker() {
     assert_same_files(&src, &out.join("release"));
 }
 
+/// Runs `ringseed get` of `torrent` into `out` (peers from its trackers) and asserts it
+/// finishes successfully within 60 s.
+fn get_to_completion(dir: &Path, torrent: &Path, out: &Path) {
+    let mut cmd = get_command(torrent, out, &format!("127.0.0.1:{}", free_port()));
+    cmd.env("RUST_LOG", "info");
+    let mut get = Proc::spawn("ringseed get", cmd, dir.join("get.log"));
+    let status = get.wait_timeout(Duration::from_secs(60));
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "ringseed get did not finish ({status:?}):\n{}",
+        get.log_text()
+    );
+}
+
 #[test]
 fn ringseed_get_finds_a_ringseed_seeder_through_the_udp_tracker() {
     // The announcer's UDP path: seed and get both announce to udp://, and get completes.
@@ -319,20 +298,7 @@ fn ringseed_get_finds_a_ringseed_seeder_through_the_udp_tracker() {
         "the ringseed seeder never announced over UDP"
     );
     let out = dir.path().join("get-out");
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("get")
-        .arg(&torrent)
-        .arg("-o")
-        .arg(&out)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--json"])
-        .env("RUST_LOG", "info");
-    let mut get = Proc::spawn("ringseed get", cmd, dir.path().join("get.log"));
-    let status = get.wait_timeout(Duration::from_secs(60));
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "ringseed get did not finish ({status:?}):\n{}",
-        get.log_text()
-    );
+    get_to_completion(dir.path(), &torrent, &out);
     assert_same_files(&src, &out.join("release"));
 }
 
@@ -365,20 +331,7 @@ fn announcer_falls_back_to_the_next_tier_when_the_first_tracker_is_down() {
         "the seeder never reached the second tier"
     );
     let out = dir.path().join("get-out");
-    let mut cmd = Command::new(ringseed_bin());
-    cmd.arg("get")
-        .arg(&torrent)
-        .arg("-o")
-        .arg(&out)
-        .args(["--listen", &format!("127.0.0.1:{}", free_port()), "--json"])
-        .env("RUST_LOG", "info");
-    let mut get = Proc::spawn("ringseed get", cmd, dir.path().join("get.log"));
-    let status = get.wait_timeout(Duration::from_secs(60));
-    assert!(
-        matches!(status, Some(s) if s.success()),
-        "ringseed get did not finish ({status:?}):\n{}",
-        get.log_text()
-    );
+    get_to_completion(dir.path(), &torrent, &out);
     assert_same_files(&src, &out.join("release"));
 }
 

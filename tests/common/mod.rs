@@ -1,9 +1,12 @@
 //! Shared fixtures for integration and interop tests: child processes that die with the test,
-//! sample data sets, opentracker, and byte-exact comparison of downloaded trees.
+//! sample data sets, torrents, `ringseed`/libtorrent/aria2 runs, opentracker, and byte-exact
+//! comparison of downloaded trees; [`runtime`] has the helpers of the shard-level tests.
 //!
 //! Everything listens on loopback only. A missing external tool is a test failure with a
 //! clear message, never a silent pass.
 #![allow(dead_code)]
+
+pub mod runtime;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -179,6 +182,15 @@ pub fn list_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Copies every regular file under `from` to the same relative path under `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    for rel in list_files(from) {
+        let dest = to.join(&rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::copy(from.join(&rel), dest).unwrap();
+    }
+}
+
 /// True when every file of `expected` exists in `actual` with the same SHA-256.
 pub fn same_files(expected: &Path, actual: &Path) -> bool {
     same_files_except_empty(expected, actual, false)
@@ -229,27 +241,148 @@ pub fn ringseed(args: &[&str]) -> String {
     text
 }
 
+/// Runs `ringseed create` on `data` with 256 KiB pieces, one `--tracker` per URL of
+/// `trackers` (in order), writing the torrent to `out`.
+pub fn create_torrent_at(data: &Path, out: &Path, trackers: &[&str]) {
+    let (data, out) = (data.display().to_string(), out.display().to_string());
+    let mut args = vec!["create", &data, "-o", &out, "--piece-size", "256KiB"];
+    for url in trackers {
+        args.extend(["--tracker", url]);
+    }
+    ringseed(&args);
+}
+
+/// Like [`create_torrent_at`], writing `dir/release.torrent`; returns its path.
+pub fn create_torrent(dir: &Path, data: &Path, trackers: &[&str]) -> PathBuf {
+    let torrent = dir.join("release.torrent");
+    create_torrent_at(data, &torrent, trackers);
+    torrent
+}
+
+/// The info-hash of `torrent` in lowercase hex, as `ringseed magnet` prints it.
+pub fn info_hash_hex(torrent: &Path) -> String {
+    let out = ringseed(&["magnet", &torrent.display().to_string()]);
+    let start = out.find("urn:btih:").expect("a btih magnet") + "urn:btih:".len();
+    out[start..start + 40].to_lowercase()
+}
+
 /// Starts `ringseed seed` for `torrent` over `data` on 127.0.0.1:`port`.
 pub fn spawn_seeder(dir: &Path, torrent: &Path, data: &Path, port: u16, extra: &[&str]) -> Proc {
+    spawn_seeder_on(dir, torrent, data, "127.0.0.1", port, extra)
+}
+
+/// Starts `ringseed seed` for `torrent` over `data` on `ip`:`port` (log `dir/seed-<port>.log`)
+/// and waits until it listens.
+pub fn spawn_seeder_on(
+    dir: &Path,
+    torrent: &Path,
+    data: &Path,
+    ip: &str,
+    port: u16,
+    extra: &[&str],
+) -> Proc {
     let mut cmd = Command::new(ringseed_bin());
     cmd.arg("seed")
         .arg(torrent)
         .arg("--data")
         .arg(data)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("{ip}:{port}"))
         .args(extra)
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or("info".into()),
         );
-    let p = Proc::spawn("ringseed seed", cmd, dir.join(format!("seed-{port}.log")));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let log = dir.join(format!("seed-{port}.log"));
+    let p = Proc::spawn(&format!("ringseed seed {ip}:{port}"), cmd, log);
+    let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
     assert!(
         wait_listening(addr, Duration::from_secs(20)),
         "seeder did not listen on {addr}"
     );
     p
+}
+
+/// `ringseed get <torrent> -o <out> --listen <listen> --json`; the caller adds the rest.
+pub fn get_command(torrent: impl AsRef<std::ffi::OsStr>, out: &Path, listen: &str) -> Command {
+    let mut cmd = Command::new(ringseed_bin());
+    cmd.arg("get")
+        .arg(torrent)
+        .arg("-o")
+        .arg(out)
+        .args(["--listen", listen, "--json"]);
+    cmd
+}
+
+/// Waits up to `timeout` for `p` to exit successfully; panics naming it otherwise.
+pub fn expect_done(p: &mut Proc, timeout: Duration) {
+    let status = p.wait_timeout(timeout);
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "{} did not finish ({status:?})",
+        p.name
+    );
+}
+
+/// The libtorrent driver script (python3-libtorrent) the interop tests run.
+pub const LT_PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/lt_peer.py");
+
+/// Starts the libtorrent driver with `args`, logging to `dir/<name>.log`.
+pub fn libtorrent(dir: &Path, name: &str, args: &[String]) -> Proc {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(LT_PEER).args(args);
+    Proc::spawn(name, cmd, dir.join(format!("{name}.log")))
+}
+
+/// Starts a libtorrent seeder of `torrent` (data under `dir`) listening on `port`, with
+/// `extra` driver arguments, and waits until it seeds.
+pub fn libtorrent_seeder(dir: &Path, torrent: &Path, port: u16, extra: &[&str]) -> Proc {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(LT_PEER)
+        .arg("--torrent")
+        .arg(torrent)
+        .arg("--save")
+        .arg(dir)
+        .args(["--listen-port", &port.to_string(), "--seed"])
+        .args(extra);
+    let lt = Proc::spawn("libtorrent seeder", cmd, dir.join("lt.log"));
+    assert!(
+        wait_until(Duration::from_secs(30), || lt
+            .log_text()
+            .contains("\"seeding\"")),
+        "libtorrent never seeded (is python3-libtorrent installed?)"
+    );
+    lt
+}
+
+/// Runs aria2c as a leecher of `torrent` into `out` (no DHT, LPD or PEX; quits once done,
+/// or after 120 s without progress) with `extra` options, logging to `dir/aria2.log`;
+/// asserts it finishes successfully within `timeout`.
+pub fn aria2_download(dir: &Path, torrent: &Path, out: &Path, extra: &[&str], timeout: Duration) {
+    let mut cmd = Command::new("aria2c");
+    cmd.args([
+        "--seed-time=0",
+        "--enable-dht=false",
+        "--enable-dht6=false",
+        "--bt-enable-lpd=false",
+        "--enable-peer-exchange=false",
+        "--file-allocation=none",
+    ])
+    .args(extra)
+    .args([
+        "--bt-stop-timeout=120",
+        &format!("--listen-port={}", free_port()),
+        "-d",
+    ])
+    .arg(out)
+    .arg(torrent);
+    let mut aria = Proc::spawn("aria2c", cmd, dir.join("aria2.log"));
+    let status = aria.wait_timeout(timeout);
+    assert!(
+        matches!(status, Some(s) if s.success()),
+        "aria2c did not finish ({status:?}):\n{}",
+        aria.log_text()
+    );
 }
 
 /// A running opentracker on loopback in whitelist mode.
