@@ -94,6 +94,15 @@ fn tree_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// A seeder of `torrent` (data in `dir`) on a free port, exporting metrics on another:
+/// returns its port, its process and the metrics address.
+fn seeder_with_metrics(dir: &Path, torrent: &Path) -> (u16, Proc, SocketAddr) {
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics_arg = format!("127.0.0.1:{metrics_port}");
+    let seeder = spawn_seeder(dir, torrent, dir, port, &["--metrics", &metrics_arg]);
+    (port, seeder, metrics_arg.parse().unwrap())
+}
+
 #[test]
 fn metrics_count_a_download_and_its_announce() {
     // After `get` fetches the release from the seeder, /metrics shows at least the release's
@@ -113,16 +122,7 @@ fn metrics_count_a_download_and_its_announce() {
         &src,
         &[&format!("http://127.0.0.1:{tracker_port}/announce")],
     );
-    let (port, metrics_port) = (free_port(), free_port());
-    let metrics_arg = format!("127.0.0.1:{metrics_port}");
-    let seeder = spawn_seeder(
-        dir.path(),
-        &torrent,
-        dir.path(),
-        port,
-        &["--metrics", &metrics_arg],
-    );
-    let metrics_addr: SocketAddr = metrics_arg.parse().unwrap();
+    let (port, seeder, metrics_addr) = seeder_with_metrics(dir.path(), &torrent);
     assert!(wait_listening(metrics_addr, Duration::from_secs(10)));
     let out = dir.path().join("out");
     let mut get = Command::new(ringseed_bin());
@@ -190,16 +190,7 @@ fn metrics_count_failed_announces_to_a_dead_tracker() {
         &src,
         &[&format!("http://127.0.0.1:{dead}/announce")],
     );
-    let (port, metrics_port) = (free_port(), free_port());
-    let metrics_arg = format!("127.0.0.1:{metrics_port}");
-    let _seeder = spawn_seeder(
-        dir.path(),
-        &torrent,
-        dir.path(),
-        port,
-        &["--metrics", &metrics_arg],
-    );
-    let metrics_addr: SocketAddr = metrics_arg.parse().unwrap();
+    let (_port, _seeder, metrics_addr) = seeder_with_metrics(dir.path(), &torrent);
     let errors = "ringseed_seed_tracker_announce_errors_total";
     let m = scrape_until(metrics_addr, |m| m.get(errors).is_some_and(|&v| v >= 1.0));
     assert!(metric(&m, errors) >= 1.0, "{m:?}");
