@@ -42,6 +42,14 @@ fn start_tracker_on(dir: &Path, host: &str, extra: &[&str]) -> OurTracker {
         .args(extra)
         .env("RUST_LOG", "info");
     let proc = Proc::spawn("ringseed tracker", cmd, dir.join("tracker.log"));
+    // Its own log line first: it is printed once both sockets are bound, so the port probe
+    // below cannot be answered by another test's short-lived listener on a reused port.
+    assert!(
+        wait_until(Duration::from_secs(10), || proc
+            .log_text()
+            .contains("tracker running")),
+        "tracker did not start"
+    );
     let addr: SocketAddr = format!("{host}:{port}").parse().unwrap();
     assert!(
         wait_listening(addr, Duration::from_secs(10)),

@@ -125,9 +125,15 @@ pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 /// Waits until something accepts TCP connections on `addr`.
+///
+/// A connection whose local address equals the target is not a listener: Linux completes a
+/// connect to a loopback port nobody listens on as a simultaneous open with itself when the
+/// kernel happens to pick that same port as the ephemeral source (ports from `free_port` come
+/// from the ephemeral range), which once made a test talk to a tracker not yet listening.
 pub fn wait_listening(addr: SocketAddr, timeout: Duration) -> bool {
     wait_until(timeout, || {
-        TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+            .is_ok_and(|s| s.local_addr().ok() != Some(addr))
     })
 }
 
