@@ -372,10 +372,7 @@ fn memory_blocks_are_sent_without_disk_reads() {
     for io in backends() {
         let server = start_server(io, 1, ShardLimits::default(), None);
         let mut client = connect(server.runtime.local_addrs()[0]);
-        let mut msg = vec![b'M'];
-        msg.extend_from_slice(&3000u32.to_be_bytes());
-        msg.extend_from_slice(&16384u32.to_be_bytes());
-        client.write_all(&msg).unwrap();
+        request_memory(&mut client, 3000, 16384);
         request(&mut client, 50, 70);
         expect_block(&mut client, 3000, 16384);
         expect_block(&mut client, 50, 70);
@@ -456,10 +453,7 @@ fn shard_stats_time_each_block_from_request_to_send_and_count_payload() {
     for io in backends() {
         let server = start_server(io, 1, ShardLimits::default(), None);
         let mut client = connect(server.runtime.local_addrs()[0]);
-        let mut msg = vec![b'M'];
-        msg.extend_from_slice(&3000u32.to_be_bytes());
-        msg.extend_from_slice(&16384u32.to_be_bytes());
-        client.write_all(&msg).unwrap();
+        request_memory(&mut client, 3000, 16384);
         request(&mut client, 50, 70);
         request(&mut client, 70_000, 16384);
         client.write_all(b"E\x02hi").unwrap();

@@ -70,23 +70,6 @@ impl LatencyHistogram {
         }
         out
     }
-
-    /// The smallest bucket bound at or above the `q` quantile (0 < q ≤ 1) of the samples;
-    /// `None` without samples. Infinity when the quantile is in the overflow bucket.
-    pub fn quantile_bound_secs(&self, q: f64) -> Option<f64> {
-        if self.count == 0 {
-            return None;
-        }
-        let rank = ((q.clamp(0.0, 1.0) * self.count as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (bound, n) in self.buckets() {
-            seen += n;
-            if seen >= rank {
-                return Some(bound);
-            }
-        }
-        Some(f64::INFINITY)
-    }
 }
 
 #[cfg(test)]
@@ -126,18 +109,5 @@ mod tests {
         let mut merged: LatencyHistogram = a;
         merged.merge(&b);
         assert_eq!(merged, all);
-    }
-
-    #[test]
-    fn quantile_bound_is_the_bucket_holding_that_rank() {
-        // 99 fast samples and one slow one: p99 is the fast bucket, p100 the slow one.
-        let mut h = LatencyHistogram::default();
-        assert_eq!(h.quantile_bound_secs(0.99), None);
-        for _ in 0..99 {
-            h.record(Duration::from_micros(800));
-        }
-        h.record(Duration::from_millis(70));
-        assert_eq!(h.quantile_bound_secs(0.99), Some(0.001));
-        assert_eq!(h.quantile_bound_secs(1.0), Some(0.1));
     }
 }

@@ -352,7 +352,17 @@ pub fn connect(addr: SocketAddr) -> TcpStream {
 
 /// Sends `R offset len`.
 pub fn request(stream: &mut TcpStream, offset: u32, len: u32) {
-    let mut msg = vec![b'R'];
+    send_request(stream, b'R', offset, len);
+}
+
+/// Asks for `len` bytes at `offset`, handed to the runtime as bytes in memory (a piece-cache
+/// hit) instead of file spans.
+pub fn request_memory(stream: &mut TcpStream, offset: u32, len: u32) {
+    send_request(stream, b'M', offset, len);
+}
+
+fn send_request(stream: &mut TcpStream, kind: u8, offset: u32, len: u32) {
+    let mut msg = vec![kind];
     msg.extend_from_slice(&offset.to_be_bytes());
     msg.extend_from_slice(&len.to_be_bytes());
     stream.write_all(&msg).unwrap();
