@@ -13,20 +13,25 @@ impl World {
     /// Runs `p`'s choker; returns when it wants to run next.
     pub(super) fn choke(&mut self, p: PeerId) -> Instant {
         let now = self.instant();
-        // Bring the rate meters up to date: in-flows feed `recv`, out-flows feed `sent`.
-        let n_in = self.peers[p as usize].in_flows.len();
-        for i in 0..n_in {
-            let f = self.peers[p as usize].in_flows[i];
-            self.settle(f);
-        }
-        let n_out = self.peers[p as usize].out_flows.len();
-        for i in 0..n_out {
-            let f = self.peers[p as usize].out_flows[i];
-            self.settle(f);
-        }
-        // The tit-for-tat rule ranks by download rate, the seeding rule by upload rate: the
-        // other field is not read, so its meter is not evaluated (each reading is an `exp`).
+        // The tit-for-tat rule ranks by download rate, the seeding rule by upload rate:
+        // bring only the meters it reads up to date (in-flows feed `recv`, out-flows `sent`),
+        // and do not evaluate the others (each reading is an `exp`). Meters take a flow's
+        // bytes as spread over time, so settling the others later changes no reading.
         let seeding = self.peers[p as usize].choker.is_seeding();
+        let n = if seeding {
+            self.peers[p as usize].out_flows.len()
+        } else {
+            self.peers[p as usize].in_flows.len()
+        };
+        for i in 0..n {
+            let peer = &self.peers[p as usize];
+            let f = if seeding {
+                peer.out_flows[i]
+            } else {
+                peer.in_flows[i]
+            };
+            self.settle(f);
+        }
         // Peers neither interested nor unchoked cannot gain or lose a slot: leaving them out
         // gives the choker the same answer for less work.
         let mut view = std::mem::take(&mut self.scratch_view);

@@ -73,6 +73,8 @@ pub(super) struct Peer {
     pub leaving: bool,
     /// Version of the pending `UploaderDone` event.
     pub done_version: u64,
+    /// When the pending `UploaderDone` fires (`u64::MAX`: none pending).
+    pub done_at: u64,
 }
 
 /// One end's view of a connection.

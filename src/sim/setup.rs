@@ -101,6 +101,7 @@ pub(super) fn new_peer(sc: &Scenario, ci: usize, id: PeerId, layout: &Layout) ->
         last_announce: f64::NEG_INFINITY,
         leaving: false,
         done_version: 0,
+        done_at: u64::MAX,
     }
 }
 

@@ -6,6 +6,7 @@
 use super::engine::{ConnId, PeerId, Status, World};
 use super::queue::Event;
 use crate::metainfo::BlockRef;
+use crate::time::Instant;
 use crate::torrent::Arrival;
 
 /// One active or pending transfer.
@@ -25,28 +26,29 @@ pub(super) struct Flow {
     pub active: bool,
     /// Unique per flow: tells a pending start or a survivor apart from a reused slot.
     pub version: u64,
-    /// Bytes settled but not yet counted in the rate meters (they take whole bytes).
-    pub metered: f64,
 }
 
 impl World {
-    /// Brings `f`'s progress up to now and feeds the connection's rate meters.
+    /// Brings `f`'s progress up to now and feeds the connection's rate meters. The bytes
+    /// since the last settle moved at the flow's constant rate, and the meters take them as
+    /// such (`record_spread`), so readings do not depend on how often a flow is settled.
     pub(super) fn settle(&mut self, f: u32) {
         let now = self.now();
         let at = self.instant();
         let flow = &mut self.flows[f as usize];
+        let before = flow.done;
         if flow.active && now > flow.settled_at {
             flow.done = (flow.done + flow.rate * (now - flow.settled_at)).min(flow.total);
         }
+        let from = Instant::from_nanos((flow.settled_at * 1e9).round() as u64);
         flow.settled_at = now;
-        let fresh = (flow.done - flow.metered).floor();
-        if fresh >= 1.0 {
-            flow.metered += fresh;
+        let fresh = flow.done - before;
+        if fresh > 0.0 {
             let conn = &mut self.conns[flow.conn as usize];
             let e = conn.end_of(flow.to);
-            conn.sides[e].recv.record(fresh as u64, at);
+            conn.sides[e].recv.record_spread(fresh, from, at);
             conn.sides[e].last_block = Some(at);
-            conn.sides[1 - e].sent.record(fresh as u64, at);
+            conn.sides[1 - e].sent.record_spread(fresh, from, at);
         }
     }
 
@@ -65,8 +67,10 @@ impl World {
         changed
     }
 
-    /// Schedules `u`'s next flow completion: one pending event per uploader, not per flow,
-    /// so a change of `u`'s share costs one heap entry whatever its number of uploads.
+    /// Schedules `u`'s next flow completion: one pending event per uploader, not per flow.
+    /// A pending event that fires no later than the new time is kept (it finds nothing due
+    /// and reschedules then), so a share change that delays completions costs no heap entry;
+    /// only an earlier time pushes a new event, and the old one goes stale.
     pub(super) fn schedule_uploader(&mut self, u: PeerId) {
         let now = self.now();
         let mut first = f64::INFINITY;
@@ -77,16 +81,24 @@ impl World {
                 first = first.min(at);
             }
         }
-        self.version += 1;
-        let version = self.version;
-        self.peers[u as usize].done_version = version;
-        if first.is_finite() {
-            let at_ns = ((first.max(now)) * 1e9).ceil() as u64;
-            self.q.push(
-                at_ns.max(self.now_ns),
-                Event::UploaderDone { peer: u, version },
-            );
+        if !first.is_finite() {
+            return;
         }
+        let at_ns = (((first.max(now)) * 1e9).ceil() as u64).max(self.now_ns);
+        let peer = &mut self.peers[u as usize];
+        if peer.done_at <= at_ns {
+            return;
+        }
+        self.version += 1;
+        peer.done_version = self.version;
+        peer.done_at = at_ns;
+        self.q.push(
+            at_ns,
+            Event::UploaderDone {
+                peer: u,
+                version: self.version,
+            },
+        );
     }
 
     /// Re-shares `p`'s uplink (`up`) or downlink after its count of active flows changed;
@@ -127,6 +139,7 @@ impl World {
         if self.peers[u as usize].done_version != version {
             return;
         }
+        self.peers[u as usize].done_at = u64::MAX;
         let now = self.now();
         let mut due = std::mem::take(&mut self.scratch_due);
         due.clear();
@@ -193,7 +206,6 @@ impl World {
             settled_at: now,
             active: false,
             version,
-            metered: 0.0,
         }) as u32;
         self.scratch_blocks = blocks;
         self.conns[c as usize].sides[e].flow_in = Some(f);
@@ -254,7 +266,6 @@ impl World {
         let bytes = flow.total;
         flow.total = 0.0;
         flow.done = 0.0;
-        flow.metered = 0.0;
         self.credit_upload(u, bytes);
         for &b in &blocks {
             self.receive(d, u, b);
