@@ -22,6 +22,11 @@ impl PieceIndex {
     pub fn idx(self) -> usize {
         self.0 as usize
     }
+    /// The piece at position `i` of a table that has one entry per piece of the torrent
+    /// (the table's size is what bounds `i`; nothing from the network comes this way).
+    pub(crate) fn from_table(i: usize) -> PieceIndex {
+        PieceIndex(i as u32)
+    }
 }
 
 /// A block known to lie inside its piece: `(piece, offset, len)` with `0 < len <= 16 KiB`.

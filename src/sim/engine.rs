@@ -187,6 +187,8 @@ pub struct World {
     pub(super) scratch_blocks: Vec<crate::metainfo::BlockRef>,
     pub(super) scratch_cancel: Vec<PeerId>,
     pub(super) scratch_peers: Vec<PeerId>,
+    /// A `have`'s neighbours: connection, the sender's end, the neighbour.
+    pub(super) scratch_fan: Vec<(ConnId, u8, PeerId)>,
     pub(super) scratch_due: Vec<u32>,
     pub(super) scratch_view: Vec<super::choke::View>,
     pub(super) scratch_decisions: Vec<(ConnId, crate::torrent::Decision)>,
@@ -247,6 +249,7 @@ impl World {
             scratch_blocks: Vec::new(),
             scratch_cancel: Vec::new(),
             scratch_peers: Vec::new(),
+            scratch_fan: Vec::new(),
             scratch_due: Vec::new(),
             scratch_view: Vec::new(),
             scratch_decisions: Vec::new(),

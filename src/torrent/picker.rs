@@ -651,7 +651,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         }
         let from_count = usize::from(!peer.is_seed());
         let avail = &self.avail;
-        avail.rarest(from_count, &mut self.rng, |p| {
+        avail.rarest(from_count, &mut self.rng, peer.bitfield(), |p| {
             peer.has(p) && !avoids(&self.suspects, avail, p, key)
         })
     }

@@ -123,6 +123,19 @@ impl Bitfield {
         i < self.len as usize && self.bits[i / 8] & (0x80 >> (i % 8)) != 0
     }
 
+    /// Pieces `64 * w .. 64 * w + 64` as a word, piece `64 * w + k` in bit `k` (the order
+    /// tables of machine words use); zero past the end.
+    pub fn word(&self, w: usize) -> u64 {
+        let at = w * 8;
+        let mut bytes = [0u8; 8];
+        if let Some(src) = self.bits.get(at..) {
+            let n = src.len().min(8);
+            bytes[..n].copy_from_slice(&src[..n]);
+        }
+        // Big-endian puts piece 64w in bit 63; reversing the bits puts it in bit 0.
+        u64::from_be_bytes(bytes).reverse_bits()
+    }
+
     /// Adds `piece`; returns true if it was not there before.
     ///
     /// # Panics
@@ -171,6 +184,18 @@ fn spare_mask_inverse(len: u32) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn words_hold_pieces_in_machine_bit_order() {
+        let mut b = Bitfield::empty(130);
+        for i in [0, 5, 63, 64, 100, 129] {
+            b.set(PieceIndex::from_table(i));
+        }
+        assert_eq!(b.word(0), 1 | 1 << 5 | 1 << 63);
+        assert_eq!(b.word(1), 1 | 1 << 36);
+        assert_eq!(b.word(2), 1 << 1);
+        assert_eq!(b.word(3), 0);
+    }
 
     #[test]
     fn set_operations_see_every_piece_and_only_real_ones() {
