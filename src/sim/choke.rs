@@ -14,9 +14,10 @@ impl World {
     pub(super) fn choke(&mut self, p: PeerId) -> Instant {
         let now = self.instant();
         // The tit-for-tat rule ranks by download rate, the seeding rule by upload rate:
-        // bring only the meters it reads up to date (in-flows feed `recv`, out-flows `sent`),
-        // and do not evaluate the others (each reading is an `exp`). Meters take a flow's
-        // bytes as spread over time, so settling the others later changes no reading.
+        // bring only the meters it reads up to date (an in-flow feeds our `recv`, an
+        // out-flow the other end's), and do not evaluate the others (each reading is an
+        // `exp`). Meters take a flow's bytes as spread over time, so settling the others
+        // later changes no reading.
         let seeding = self.peers[p as usize].choker.is_seeding();
         let n = if seeding {
             self.peers[p as usize].out_flows.len()
@@ -45,7 +46,7 @@ impl World {
             }
             let receiving = me.flow_in.is_some_and(|f| self.flows[f as usize].active);
             let (download_rate, upload_rate) = if seeding {
-                (0, me.sent.rate(now))
+                (0, them.recv.rate(now))
             } else {
                 (me.recv.rate(now), 0)
             };

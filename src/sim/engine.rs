@@ -87,8 +87,9 @@ pub(super) struct Side {
     pub lacking: u32,
     /// The flow from the other end to this one.
     pub flow_in: Option<u32>,
+    /// Bytes per second from the other end to this one: this end's download rate and the
+    /// other end's upload rate (one flow feeds both, so one meter serves both).
     pub recv: RateMeter,
-    pub sent: RateMeter,
     pub last_block: Option<Instant>,
     pub waiting_since: Instant,
 }
@@ -573,7 +574,6 @@ impl World {
             lacking: 0,
             flow_in: None,
             recv: RateMeter::new(now),
-            sent: RateMeter::new(now),
             last_block: None,
             waiting_since: now,
         };

@@ -48,7 +48,6 @@ impl World {
             let e = conn.end_of(flow.to);
             conn.sides[e].recv.record_spread(fresh, from, at);
             conn.sides[e].last_block = Some(at);
-            conn.sides[1 - e].sent.record_spread(fresh, from, at);
         }
     }
 

@@ -650,6 +650,11 @@ impl<K: Copy + Eq + Hash> Picker<K> {
                 .find(|&p| self.avail.is_wanted(p) && peer.has(p) && !self.avoids(p, key));
         }
         let from_count = usize::from(!peer.is_seed());
+        if self.suspects.is_empty() {
+            if let Some(held) = peer.bitfield() {
+                return self.avail.rarest_held(from_count, &mut self.rng, held);
+            }
+        }
         let avail = &self.avail;
         avail.rarest(from_count, &mut self.rng, peer.bitfield(), |p| {
             peer.has(p) && !avoids(&self.suspects, avail, p, key)

@@ -142,6 +142,20 @@ impl Availability {
         }
     }
 
+    /// [`Availability::rarest`] for a peer whose pieces are `held` and nothing else to
+    /// exclude: the dense layout then scans without a call per piece.
+    pub fn rarest_held(
+        &self,
+        from_count: usize,
+        rng: &mut SmallRng,
+        held: &Bitfield,
+    ) -> Option<PieceIndex> {
+        match self {
+            Availability::Dense(a) => a.rarest_held(from_count, rng, held),
+            Availability::Buckets(a) => a.rarest(from_count, rng, |p| held.get(p)),
+        }
+    }
+
     /// Checks every invariant against a brute-force recount (tests only).
     #[cfg(test)]
     pub fn assert_consistent(&self) {
@@ -290,6 +304,54 @@ impl Dense {
             }
         }
         // Not reached: `accept` answers the second scan as it did the first.
+        None
+    }
+
+    /// [`Dense::rarest`] with `accept` being "`held` has it": the lowest count and its ties
+    /// are found without branches on the counts, which a scan of thousands of similar
+    /// counts would mispredict.
+    fn rarest_held(
+        &self,
+        from_count: usize,
+        rng: &mut SmallRng,
+        held: &Bitfield,
+    ) -> Option<PieceIndex> {
+        let floor = u32::try_from(from_count).unwrap_or(u32::MAX);
+        let candidates = |w: usize| self.wanted_bits[w] & held.word(w);
+        // One pass for the lowest count and its ties, as selects rather than branches.
+        let (mut best, mut ties) = (u32::MAX, 0u32);
+        for w in 0..self.wanted_bits.len() {
+            let mut bits = candidates(w);
+            while bits != 0 {
+                let c = self.counts[w * 64 + bits.trailing_zeros() as usize];
+                bits &= bits - 1;
+                let c = if c >= floor { c } else { u32::MAX };
+                let lower = c < best;
+                best = best.min(c);
+                ties = if lower {
+                    1
+                } else {
+                    ties + u32::from(c == best)
+                };
+            }
+        }
+        if best == u32::MAX {
+            return None;
+        }
+        let mut skip = rng.random_range(0..ties);
+        for w in 0..self.wanted_bits.len() {
+            let mut bits = candidates(w);
+            while bits != 0 {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                if self.counts[i] == best {
+                    if skip == 0 {
+                        return Some(PieceIndex::from_table(i));
+                    }
+                    skip -= 1;
+                }
+            }
+        }
         None
     }
 
@@ -600,6 +662,14 @@ mod tests {
                     let d = dense.rarest(from, &mut rng, peer, accept);
                     let b = buckets.rarest(from, &mut rng, None, accept);
                     prop_assert_eq!(d.is_some(), b.is_some(), "filter {} from {}", k, from);
+                    let h = dense.rarest_held(from, &mut rng, &bits);
+                    let hb = buckets.rarest_held(from, &mut rng, &bits);
+                    prop_assert_eq!(h.is_some(), b.is_some(), "held, filter {}", k);
+                    prop_assert_eq!(hb.is_some(), b.is_some(), "held, bucketed, filter {}", k);
+                    if let (Some(h), Some(b)) = (h, b) {
+                        prop_assert!(accept(h) && dense.is_wanted(h));
+                        prop_assert_eq!(dense.of(h), buckets.of(b), "held rarest count");
+                    }
                     if let (Some(d), Some(b)) = (d, b) {
                         prop_assert!(accept(d) && dense.is_wanted(d));
                         prop_assert!(dense.of(d) - dense.seeds() >= from as u32);
