@@ -1,10 +1,13 @@
-//! The simulator's event queue: a binary heap ordered by virtual time, then by insertion
-//! order, so events at the same instant run first-in first-out and every run repeats exactly.
-//! Rescheduled events are not removed: they carry a version and stale ones are skipped by
-//! the engine when popped (cheaper than a decrease-key heap for flows whose rate changes).
-
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+//! The simulator's event queue, ordered by virtual time, then by insertion order, so events
+//! at the same instant run first-in first-out and every run repeats exactly. Rescheduled
+//! events are not removed: they carry a version and stale ones are skipped by the engine
+//! when popped (cheaper than a decrease-key heap for flows whose rate changes).
+//!
+//! A radix heap: the simulation never schedules into its past, so keys only grow, and each
+//! key is filed in the bucket of the highest bit where it differs from the last key popped.
+//! A pop empties the lowest non-empty bucket into lower ones; a key moves down at most once
+//! per bit, by sequential pushes, where a binary heap of ~150,000 events walks 17 levels of
+//! scattered memory on every pop.
 
 use super::engine::PeerId;
 
@@ -74,28 +77,78 @@ impl Event {
 }
 
 /// Events by time (nanoseconds of virtual time), FIFO among equal times.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Queue {
-    heap: BinaryHeap<Reverse<(u64, u64, Event)>>,
+    /// `buckets[0]` holds keys equal to `last`; `buckets[i]` keys whose highest bit that
+    /// differs from `last` is bit `i - 1`.
+    buckets: Vec<Vec<(u128, Event)>>,
+    /// The key popped last: no key below it is ever pushed.
+    last: u128,
+    len: usize,
     seq: u64,
     /// Events ever pushed.
     pub pushed: u64,
-    /// Largest heap size seen.
+    /// Largest queue length seen.
     pub peak_len: usize,
 }
 
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue {
+            buckets: (0..=128).map(|_| Vec::new()).collect(),
+            last: 0,
+            len: 0,
+            seq: 0,
+            pushed: 0,
+            peak_len: 0,
+        }
+    }
+}
+
 impl Queue {
-    /// Schedules `ev` at `at_ns`.
+    fn bucket(&self, key: u128) -> usize {
+        128 - (key ^ self.last).leading_zeros() as usize
+    }
+
+    /// Schedules `ev` at `at_ns` (not before the last event popped).
     pub fn push(&mut self, at_ns: u64, ev: Event) {
         self.seq += 1;
         self.pushed += 1;
-        self.heap.push(Reverse((at_ns, self.seq, ev)));
-        self.peak_len = self.peak_len.max(self.heap.len());
+        // Time, then insertion order: unique keys, FIFO at equal times.
+        let key = (u128::from(at_ns) << 64) | u128::from(self.seq);
+        debug_assert!(key > self.last, "event scheduled in the past");
+        let key = key.max(self.last);
+        let b = self.bucket(key);
+        self.buckets[b].push((key, ev));
+        self.len += 1;
+        self.peak_len = self.peak_len.max(self.len);
     }
 
     /// The earliest event.
     pub fn pop(&mut self) -> Option<(u64, Event)> {
-        self.heap.pop().map(|Reverse((t, _, ev))| (t, ev))
+        if self.len == 0 {
+            return None;
+        }
+        if self.buckets[0].is_empty() {
+            let i = (1..self.buckets.len())
+                .find(|&i| !self.buckets[i].is_empty())
+                .expect("a non-empty bucket when len > 0");
+            let moving = std::mem::take(&mut self.buckets[i]);
+            self.last = moving.iter().map(|&(k, _)| k).min().expect("non-empty");
+            // Every key of bucket `i` agrees with the new `last` above bit `i - 1`, so each
+            // lands in a lower bucket.
+            for &(k, ev) in &moving {
+                let b = self.bucket(k);
+                self.buckets[b].push((k, ev));
+            }
+            // Hand the emptied allocation back for reuse.
+            let mut spare = moving;
+            spare.clear();
+            self.buckets[i] = spare;
+        }
+        let (key, ev) = self.buckets[0].pop().expect("the minimum is in bucket 0");
+        self.len -= 1;
+        Some(((key >> 64) as u64, ev))
     }
 }
 
@@ -121,5 +174,41 @@ mod tests {
                 (20, Event::Sample)
             ]
         );
+    }
+
+    proptest::proptest! {
+        /// Against a sort by (time, push order): any interleaving of pushes (never before the
+        /// last pop) and pops gives the same sequence.
+        #[test]
+        fn pops_in_time_then_push_order(
+            steps in proptest::collection::vec((0u64..3, 0u64..1_000_000_000_000, 0u32..4), 1..600),
+        ) {
+            let mut q = Queue::default();
+            let mut model: Vec<(u64, u64, Event)> = Vec::new();
+            let (mut now, mut seq) = (0u64, 0u64);
+            for (op, dt, kind) in steps {
+                if op == 0 {
+                    let got = q.pop();
+                    model.sort_by_key(|&(t, s, _)| std::cmp::Reverse((t, s)));
+                    let want = model.pop().map(|(t, _, ev)| (t, ev));
+                    proptest::prop_assert_eq!(got, want);
+                    if let Some((t, _)) = got {
+                        now = t;
+                    }
+                } else {
+                    // Many events at equal times: dt is often 0 or tiny.
+                    let at = now + if kind == 0 { 0 } else { dt >> (kind * 12) };
+                    seq += 1;
+                    let ev = Event::Join(seq as PeerId);
+                    q.push(at, ev);
+                    model.push((at, seq, ev));
+                }
+            }
+            model.sort_by_key(|&(t, s, _)| std::cmp::Reverse((t, s)));
+            while let Some((t, _, ev)) = model.pop() {
+                proptest::prop_assert_eq!(q.pop(), Some((t, ev)));
+            }
+            proptest::prop_assert_eq!(q.pop(), None);
+        }
     }
 }
