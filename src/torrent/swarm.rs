@@ -89,6 +89,12 @@ struct Conn {
     since: Instant,
 }
 
+impl Conn {
+    fn is_connecting(&self) -> bool {
+        matches!(self.state, ConnState::Connecting { .. })
+    }
+}
+
 /// What the torrent knows about one open connection when deciding whom to drop.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct ConnUsefulness {
@@ -119,6 +125,8 @@ pub struct Swarm {
     /// Candidate addresses in arrival order (may hold stale entries; skipped lazily).
     order: VecDeque<SocketAddr>,
     conns: HashMap<SocketAddr, Conn>,
+    /// How many of `conns` are still `Connecting` (asked on every dial).
+    connecting: usize,
     per_ip: HashMap<IpAddr, usize>,
     banned: HashSet<IpAddr>,
     /// Peers we had nothing to trade with (both seeds): not dialled again. At most
@@ -140,6 +148,7 @@ impl Swarm {
             candidates: HashMap::new(),
             order: VecDeque::new(),
             conns: HashMap::new(),
+            connecting: 0,
             per_ip: HashMap::new(),
             banned: HashSet::new(),
             retired: HashSet::new(),
@@ -242,12 +251,12 @@ impl Swarm {
     /// The next address to dial now, if we are below `conns_min` and a candidate is ready.
     /// The caller must follow with [`on_connecting`](Self::on_connecting).
     pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
-        let connecting = self
-            .conns
-            .values()
-            .filter(|c| matches!(c.state, ConnState::Connecting { .. }))
-            .count();
-        if self.conns.len() >= self.cfg.conns_min || connecting >= self.cfg.connecting_max {
+        debug_assert_eq!(
+            self.connecting,
+            self.conns.values().filter(|c| c.is_connecting()).count(),
+            "connecting count"
+        );
+        if self.conns.len() >= self.cfg.conns_min || self.connecting >= self.cfg.connecting_max {
             return None;
         }
         // One pass over the queue: ready candidates are taken, backing-off ones rotate to the
@@ -283,25 +292,22 @@ impl Swarm {
     }
 
     fn open(&mut self, addr: SocketAddr, outbound: bool, state: ConnState, now: Instant) {
-        if self
-            .conns
-            .insert(
-                addr,
-                Conn {
-                    state,
-                    outbound,
-                    since: now,
-                },
-            )
-            .is_none()
-        {
-            *self.per_ip.entry(addr.ip()).or_default() += 1;
+        let conn = Conn {
+            state,
+            outbound,
+            since: now,
+        };
+        self.connecting += usize::from(conn.is_connecting());
+        match self.conns.insert(addr, conn) {
+            None => *self.per_ip.entry(addr.ip()).or_default() += 1,
+            Some(old) => self.connecting -= usize::from(old.is_connecting()),
         }
     }
 
     /// The TCP connect to `addr` completed.
     pub fn on_connected(&mut self, addr: SocketAddr, now: Instant) {
         if let Some(c) = self.conns.get_mut(&addr) {
+            self.connecting -= usize::from(c.is_connecting());
             c.state = ConnState::Connected;
             c.since = now;
         }
@@ -409,6 +415,7 @@ impl Swarm {
 
     fn close(&mut self, addr: SocketAddr) -> Option<Conn> {
         let conn = self.conns.remove(&addr)?;
+        self.connecting -= usize::from(conn.is_connecting());
         if let Some(n) = self.per_ip.get_mut(&addr.ip()) {
             *n -= 1;
             if *n == 0 {
