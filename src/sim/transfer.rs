@@ -395,21 +395,19 @@ impl World {
     /// download may be complete.
     fn piece_done(&mut self, d: PeerId, piece: u32) {
         let index = self.layout.piece(piece).expect("piece in range");
-        let n = self.peers[d as usize].conns.len();
-        for i in 0..n {
-            let c = self.peers[d as usize].conns[i];
-            let conn = &mut self.conns[c as usize];
-            let e = conn.end_of(d);
-            let v = conn.ends[1 - e];
-            if self.peers[v as usize].ann.get(index) {
-                let s = &mut conn.sides[e];
-                s.lacking -= 1;
-                if s.lacking == 0 && s.interested {
-                    s.interested = false;
-                    self.nudge(v);
-                }
+        // As in `have`: the connections in one pass, the neighbours' bitfields in the next.
+        let mut fan = std::mem::take(&mut self.scratch_fan);
+        self.gather_fan(d, &mut fan);
+        fan.retain(|&(_, _, v)| self.peers[v as usize].ann.get(index));
+        for &(c, e, v) in &fan {
+            let s = &mut self.conns[c as usize].sides[usize::from(e)];
+            s.lacking -= 1;
+            if s.lacking == 0 && s.interested {
+                s.interested = false;
+                self.nudge(v);
             }
         }
+        self.scratch_fan = fan;
         let lat = self.peers[d as usize].lat;
         self.after(2.0 * lat, Event::Have { peer: d, piece });
         let picker = self.peers[d as usize].picker.as_ref().expect("downloading");
@@ -418,6 +416,16 @@ impl World {
         } else if picker.in_endgame() {
             self.refill(d);
         }
+    }
+
+    /// `d`'s connections as (connection, `d`'s end, the other end), into `fan`.
+    fn gather_fan(&self, d: PeerId, fan: &mut Vec<(ConnId, u8, PeerId)>) {
+        fan.clear();
+        fan.extend(self.peers[d as usize].conns.iter().map(|&c| {
+            let conn = &self.conns[c as usize];
+            let e = conn.end_of(d);
+            (c, e as u8, conn.ends[1 - e])
+        }));
     }
 
     /// `d`'s `have` for `piece` reaches its neighbours.
@@ -435,12 +443,7 @@ impl World {
         // of each other and the CPU overlaps their cache misses: the connections, then which
         // neighbours are downloading, then their pickers, then interest and requests.
         let mut fan = std::mem::take(&mut self.scratch_fan);
-        fan.clear();
-        for &c in &self.peers[d as usize].conns {
-            let conn = &self.conns[c as usize];
-            let e = conn.end_of(d);
-            fan.push((c, e as u8, conn.ends[1 - e]));
-        }
+        self.gather_fan(d, &mut fan);
         fan.retain(|&(_, _, v)| self.peers[v as usize].picker.is_some());
         fan.retain(|&(_, _, v)| {
             let picker = self.peers[v as usize].picker.as_mut().expect("kept above");
