@@ -53,7 +53,6 @@ impl World {
 
     /// Recomputes `f`'s rate from both ends' shares; true if it changed.
     fn set_rate(&mut self, f: u32) -> bool {
-        self.settle(f);
         let flow = &self.flows[f as usize];
         let (up, down) = (
             &self.peers[flow.from as usize],
@@ -61,9 +60,13 @@ impl World {
         );
         let rate = (up.up / up.out_flows.len().max(1) as f64)
             .min(down.down / down.in_flows.len().max(1) as f64);
-        let changed = rate != flow.rate;
+        if rate == flow.rate {
+            // Progress stays a straight line from the last settle: nothing to bring up to date.
+            return false;
+        }
+        self.settle(f);
         self.flows[f as usize].rate = rate;
-        changed
+        true
     }
 
     /// Schedules `u`'s next flow completion: one pending event per uploader, not per flow.
