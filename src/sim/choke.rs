@@ -34,16 +34,23 @@ impl World {
             self.settle(f);
         }
         // Peers neither interested nor unchoked cannot gain or lose a slot: leaving them out
-        // gives the choker the same answer for less work.
-        let mut view = std::mem::take(&mut self.scratch_view);
-        view.clear();
+        // gives the choker the same answer for less work. The connections are read in a pass
+        // of their own (independent loads whose cache misses overlap), then the view is built.
+        let mut open = std::mem::take(&mut self.scratch_fan);
+        open.clear();
         for &c in &self.peers[p as usize].conns {
             let conn = &self.conns[c as usize];
             let e = conn.end_of(p);
-            let (me, them) = (&conn.sides[e], &conn.sides[1 - e]);
-            if !them.interested && me.choking {
-                continue;
+            if conn.sides[1 - e].interested || !conn.sides[e].choking {
+                open.push((c, e as u8, conn.ends[1 - e]));
             }
+        }
+        let mut view = std::mem::take(&mut self.scratch_view);
+        view.clear();
+        for &(c, e, _) in &open {
+            let conn = &self.conns[c as usize];
+            let e = usize::from(e);
+            let (me, them) = (&conn.sides[e], &conn.sides[1 - e]);
             let receiving = me.flow_in.is_some_and(|f| self.flows[f as usize].active);
             let (download_rate, upload_rate) = if seeding {
                 (0, them.recv.rate(now))
@@ -63,6 +70,7 @@ impl World {
                 connected_at: conn.connected_at,
             });
         }
+        self.scratch_fan = open;
         let mut decisions = std::mem::take(&mut self.scratch_decisions);
         decisions.clear();
         self.peers[p as usize]
