@@ -127,6 +127,10 @@ pub struct Swarm {
     conns: HashMap<SocketAddr, Conn>,
     /// How many of `conns` are still `Connecting` (asked on every dial).
     connecting: usize,
+    /// Set when a dial attempt found no candidate ready: until the time given (or, with
+    /// `None`, at all) none will be, unless candidates or connections change, and every
+    /// such change clears it. Spares a pool of backing-off candidates a scan per dial.
+    quiet: Option<Option<Instant>>,
     per_ip: HashMap<IpAddr, usize>,
     banned: HashSet<IpAddr>,
     /// Peers we had nothing to trade with (both seeds): not dialled again. At most
@@ -149,6 +153,7 @@ impl Swarm {
             order: VecDeque::new(),
             conns: HashMap::new(),
             connecting: 0,
+            quiet: None,
             per_ip: HashMap::new(),
             banned: HashSet::new(),
             retired: HashSet::new(),
@@ -165,6 +170,7 @@ impl Swarm {
 
     /// Our own listening addresses: never dialled (trackers hand us back to ourselves).
     pub fn set_own_addrs(&mut self, addrs: impl IntoIterator<Item = SocketAddr>) {
+        self.stir();
         self.own = addrs.into_iter().collect();
     }
 
@@ -209,6 +215,7 @@ impl Swarm {
         source: PeerSource,
         now: Instant,
     ) {
+        self.stir();
         for addr in addrs {
             if addr.port() == 0
                 || self.own.contains(&addr)
@@ -259,8 +266,14 @@ impl Swarm {
         if self.conns.len() >= self.cfg.conns_min || self.connecting >= self.cfg.connecting_max {
             return None;
         }
+        if let Some(until) = self.quiet {
+            if until.is_none_or(|t| now < t) {
+                return None;
+            }
+        }
         // One pass over the queue: ready candidates are taken, backing-off ones rotate to the
         // back, stale entries (already removed) are dropped.
+        let mut next_ready: Option<Instant> = None;
         for _ in 0..self.order.len() {
             let addr = self.order.pop_front()?;
             let Some(c) = self.candidates.get(&addr) else {
@@ -274,9 +287,20 @@ impl Swarm {
             if c.not_before <= now && self.ip_has_room(addr.ip()) {
                 return Some(addr);
             }
+            if c.not_before > now {
+                next_ready = Some(next_ready.map_or(c.not_before, |t| t.min(c.not_before)));
+            }
             self.order.push_back(addr);
         }
+        // Nothing ready: the earliest backoff to end is the next time an answer can differ
+        // (candidates held back by the per-IP limit wait for a connection to close).
+        self.quiet = Some(next_ready);
         None
+    }
+
+    /// Candidates or connections changed: the next dial attempt must look.
+    fn stir(&mut self) {
+        self.quiet = None;
     }
 
     /// We started dialling `addr` (from `poll_connect` or a caller's own choice).
@@ -292,6 +316,7 @@ impl Swarm {
     }
 
     fn open(&mut self, addr: SocketAddr, outbound: bool, state: ConnState, now: Instant) {
+        self.stir();
         let conn = Conn {
             state,
             outbound,
@@ -414,6 +439,7 @@ impl Swarm {
     }
 
     fn close(&mut self, addr: SocketAddr) -> Option<Conn> {
+        self.stir();
         let conn = self.conns.remove(&addr)?;
         self.connecting -= usize::from(conn.is_connecting());
         if let Some(n) = self.per_ip.get_mut(&addr.ip()) {
@@ -457,6 +483,7 @@ impl Swarm {
     /// Bans `ip`: forgets its candidates and refuses it from now on. Returns the open
     /// connections to that IP, which the caller must close.
     pub fn ban(&mut self, ip: IpAddr) -> Vec<SocketAddr> {
+        self.stir();
         self.banned.insert(ip);
         self.candidates.retain(|a, _| a.ip() != ip);
         self.conns

@@ -253,3 +253,35 @@ fn an_established_outbound_connection_is_never_superseded() {
     assert!(!s.accept_incoming(SocketAddr::new(addr(1).ip(), 50_000), later));
     assert!(s.take_superseded().is_empty());
 }
+
+#[test]
+fn a_fruitless_dial_attempt_is_remembered_until_something_changes() {
+    // After an attempt finds every candidate backing off, the next attempts answer from
+    // memory until the earliest backoff ends; a new candidate, or a closed connection that
+    // frees its IP's room, is seen at once.
+    let mut s = Swarm::new(SwarmConfig {
+        per_ip_max: 1,
+        ..small()
+    });
+    s.add_peers([addr(1)], PeerSource::Tracker, t(0));
+    let a = s.poll_connect(t(0)).unwrap();
+    s.on_connecting(a, t(0));
+    s.on_connect_failed(a, t(0));
+    assert_eq!(s.poll_connect(t(5)), None);
+    assert_eq!(s.poll_connect(t(10)), None);
+    s.add_peers([addr(2)], PeerSource::Tracker, t(10));
+    assert_eq!(s.poll_connect(t(10)), Some(addr(2)));
+    s.on_connecting(addr(2), t(10));
+    s.on_connected(addr(2), t(10));
+    assert_eq!(s.poll_connect(t(15)), Some(a), "the backoff ended");
+
+    // Another port of a connected IP waits for the room, not for a time.
+    let other_port = SocketAddr::new(addr(2).ip(), 7000);
+    s.add_peers([other_port], PeerSource::Tracker, t(15));
+    s.on_connecting(a, t(15));
+    s.on_connected(a, t(15));
+    assert_eq!(s.poll_connect(t(16)), None);
+    assert_eq!(s.poll_connect(t(1000)), None);
+    s.on_disconnected(addr(2), Disconnect::Normal, t(1000));
+    assert_eq!(s.poll_connect(t(1000)), Some(other_port));
+}
