@@ -50,6 +50,9 @@ pub(super) fn new_peer(sc: &Scenario, ci: usize, id: PeerId, layout: &Layout) ->
         (Bitfield::full(pieces), None, Choker::seeding(cfg, seed))
     } else {
         let mut picker = Picker::new(layout, Bitfield::empty(pieces), seed);
+        // Thousands of pickers share the caches here: the dense index is the faster one
+        // (docs/CAPACITY.md §7); it finds the same rarest pieces.
+        picker.use_dense_availability();
         picker.set_order(match sc.pick_order {
             PickOrderConfig::Rarest => PickOrder::RarestFirst,
             PickOrderConfig::Sequential => PickOrder::Sequential,

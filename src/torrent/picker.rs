@@ -360,7 +360,7 @@ impl<K: Copy + Eq + Hash> Picker<K> {
             .expect("a valid layout's geometry is valid");
         let rng = SmallRng::seed_from_u64(rng_seed);
         let wanted = geometry.pieces().filter(|&p| !have.get(p));
-        let avail = Availability::new(geometry.piece_count(), wanted);
+        let avail = Availability::new(geometry.piece_count(), wanted, false);
         let slots = geometry
             .pieces()
             .map(|p| {
@@ -389,6 +389,19 @@ impl<K: Copy + Eq + Hash> Picker<K> {
             candidates: Vec::new(),
             mine: Vec::new(),
         }
+    }
+
+    /// Switches availability to the dense layout (see `picker_avail`): a `have` becomes one
+    /// add, a piece start a scan of the wanted pieces. Worth it where thousands of pickers
+    /// share the caches (the simulator); a single picker is faster with the default. Only
+    /// right after [`Picker::new`] and for at most 8,192 pieces; returns whether it switched.
+    pub fn use_dense_availability(&mut self) -> bool {
+        if !self.peers.is_empty() || !self.active.is_empty() {
+            return false;
+        }
+        let wanted = self.geometry.pieces().filter(|p| !self.have.get(*p));
+        self.avail = Availability::new(self.geometry.piece_count(), wanted, true);
+        self.avail.is_dense()
     }
 
     /// Changes the order in which new pieces are started (partial pieces still come first).

@@ -1,14 +1,17 @@
 //! Piece availability for the picker: how many connected peers have each piece, and which
 //! wanted piece is the rarest.
 //!
-//! Two layouts behind one interface ([`Availability`]), chosen by the torrent's piece count:
-//! - [`Dense`] (up to [`DENSE_MAX_PIECES`] pieces): a plain count per piece and a bitmask of
-//!   wanted pieces. A count change is one add into a few KiB; finding the rarest piece scans
-//!   the wanted pieces. Count changes outnumber picks by the number of connected peers (every
-//!   peer's `have` of every piece is a change, a pick happens once per piece started), and
-//!   a simulated swarm of thousands of pickers is bound by the memory they touch.
-//! - [`Buckets`] (more pieces): wanted pieces bucketed by count, so the rarest is found
-//!   without a scan; each change moves a piece between buckets (several cache lines).
+//! Two layouts behind one interface ([`Availability`]):
+//! - [`Buckets`] (the default): wanted pieces bucketed by count, so the rarest is found
+//!   without a scan; each change moves a piece between buckets (several cache lines). For
+//!   one picker whose tables stay in cache this is the fastest (`cargo bench --bench
+//!   picker`: a whole 2,000-piece download picks in half the time of the dense layout).
+//! - [`Dense`] (asked for with [`Picker::use_dense_availability`], up to
+//!   [`DENSE_MAX_PIECES`] pieces): a plain count per piece and a bitmask of wanted pieces. A
+//!   count change is one add into a few KiB; finding the rarest piece scans the wanted
+//!   pieces. Count changes outnumber picks by the number of connected peers (every peer's
+//!   `have` of every piece is a change, a pick happens once per piece started), so where
+//!   thousands of pickers share the caches (the simulator) the dense layout is faster.
 //!
 //! Both have the same worst case for a pick that finds nothing (every wanted piece is
 //! looked at). Seeds are one counter, not a +1 on every piece: a seed joining or leaving is
@@ -17,6 +20,8 @@
 use rand::rngs::SmallRng;
 use rand::Rng;
 
+#[cfg(doc)]
+use super::picker::Picker;
 use crate::metainfo::PieceIndex;
 use crate::wire::Bitfield;
 
@@ -31,8 +36,8 @@ struct PieceAvail {
     pos: u32,
 }
 
-/// Torrents with at most this many pieces use [`Dense`]: a pick's scan of 8,192 counts takes
-/// a few microseconds, and pieces are started at most a few hundred times a second.
+/// The dense layout is used up to this many pieces: a pick's scan of 8,192 counts takes a
+/// few microseconds.
 pub const DENSE_MAX_PIECES: u32 = 8192;
 
 /// Availability counts and the index of wanted pieces, in the layout that suits the torrent.
@@ -53,13 +58,23 @@ macro_rules! each {
 }
 
 impl Availability {
-    /// No peer yet; every piece of `wanted` is wanted with count 0.
-    pub fn new(piece_count: u32, wanted: impl Iterator<Item = PieceIndex>) -> Availability {
-        if piece_count <= DENSE_MAX_PIECES {
+    /// No peer yet; every piece of `wanted` is wanted with count 0. Bucketed, or dense when
+    /// `dense` is asked for and the torrent has at most [`DENSE_MAX_PIECES`] pieces.
+    pub fn new(
+        piece_count: u32,
+        wanted: impl Iterator<Item = PieceIndex>,
+        dense: bool,
+    ) -> Availability {
+        if dense && piece_count <= DENSE_MAX_PIECES {
             Availability::Dense(Dense::new(piece_count, wanted))
         } else {
             Availability::Buckets(Buckets::new(piece_count, wanted))
         }
+    }
+
+    /// True for the dense layout.
+    pub fn is_dense(&self) -> bool {
+        matches!(self, Availability::Dense(_))
     }
 
     /// Peers that have `piece`, seeds included.
@@ -317,11 +332,19 @@ impl Dense {
         held: &Bitfield,
     ) -> Option<PieceIndex> {
         let floor = u32::try_from(from_count).unwrap_or(u32::MAX);
-        let candidates = |w: usize| self.wanted_bits[w] & held.word(w);
+        // The wanted pieces the peer has, a word per 64 pieces, built once for both scans.
+        let mut words = [0u64; (DENSE_MAX_PIECES / 64) as usize];
+        let words = &mut words[..self.wanted_bits.len()];
+        for (w, out) in words.iter_mut().enumerate() {
+            let bits = self.wanted_bits[w];
+            if bits != 0 {
+                *out = bits & held.word(w);
+            }
+        }
         // One pass for the lowest count and its ties, as selects rather than branches.
         let (mut best, mut ties) = (u32::MAX, 0u32);
-        for w in 0..self.wanted_bits.len() {
-            let mut bits = candidates(w);
+        for (w, &word) in words.iter().enumerate() {
+            let mut bits = word;
             while bits != 0 {
                 let c = self.counts[w * 64 + bits.trailing_zeros() as usize];
                 bits &= bits - 1;
@@ -339,8 +362,8 @@ impl Dense {
             return None;
         }
         let mut skip = rng.random_range(0..ties);
-        for w in 0..self.wanted_bits.len() {
-            let mut bits = candidates(w);
+        for (w, &word) in words.iter().enumerate() {
+            let mut bits = word;
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;

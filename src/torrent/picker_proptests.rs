@@ -368,19 +368,24 @@ proptest! {
     fn random_operations_keep_invariants(
         (pieces, piece_len, tail, have) in geometry(),
         seed in any::<u64>(),
+        dense in any::<bool>(),
         ops in prop::collection::vec(op(), 1..200),
     ) {
         // Availability equals the model's sum over peers, every block is in one consistent
         // state, requests match the blocks marked requested, verified pieces are never
-        // picked, and duplicates appear only in endgame.
+        // picked, and duplicates appear only in endgame; with either availability layout.
         let total = u64::from(pieces) * u64::from(piece_len) - u64::from(tail);
         let layout = Layout::new(piece_len, &[total]).unwrap();
         let mut bits = Bitfield::empty(layout.piece_count());
         for p in layout.pieces().filter(|p| have[p.idx()]) {
             bits.set(p);
         }
+        let mut picker = Picker::new(&layout, bits, seed);
+        if dense {
+            prop_assert!(picker.use_dense_availability());
+        }
         let mut swarm = Swarm {
-            picker: Picker::new(&layout, bits, seed),
+            picker,
             layout,
             peers: vec![None; PEERS],
         };

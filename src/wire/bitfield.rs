@@ -128,9 +128,10 @@ impl Bitfield {
     pub fn word(&self, w: usize) -> u64 {
         let at = w * 8;
         let mut bytes = [0u8; 8];
-        if let Some(src) = self.bits.get(at..) {
-            let n = src.len().min(8);
-            bytes[..n].copy_from_slice(&src[..n]);
+        if let Some(whole) = self.bits.get(at..at + 8) {
+            bytes.copy_from_slice(whole);
+        } else if let Some(src) = self.bits.get(at..) {
+            bytes[..src.len()].copy_from_slice(src);
         }
         // Big-endian puts piece 64w in bit 63; reversing the bits puts it in bit 0.
         u64::from_be_bytes(bytes).reverse_bits()
