@@ -391,10 +391,9 @@ impl<K: Copy + Eq + Hash> Picker<K> {
         }
     }
 
-    /// Switches availability to the dense layout (see `picker_avail`): a `have` becomes one
-    /// add, a piece start a scan of the wanted pieces. Worth it where thousands of pickers
-    /// share the caches (the simulator); a single picker is faster with the default. Only
-    /// right after [`Picker::new`] and for at most 8,192 pieces; returns whether it switched.
+    /// Switches to the dense availability layout (`picker_avail`), for thousands of pickers
+    /// sharing the caches (the simulator). Only right after [`Picker::new`], at most 8,192
+    /// pieces; returns whether it switched.
     pub fn use_dense_availability(&mut self) -> bool {
         if !self.peers.is_empty() || !self.active.is_empty() {
             return false;
@@ -663,10 +662,8 @@ impl<K: Copy + Eq + Hash> Picker<K> {
                 .find(|&p| self.avail.is_wanted(p) && peer.has(p) && !self.avoids(p, key));
         }
         let from_count = usize::from(!peer.is_seed());
-        if self.suspects.is_empty() {
-            if let Some(held) = peer.bitfield() {
-                return self.avail.rarest_held(from_count, &mut self.rng, held);
-            }
+        if let (true, Some(held)) = (self.suspects.is_empty(), peer.bitfield()) {
+            return self.avail.rarest_held(from_count, &mut self.rng, held);
         }
         let avail = &self.avail;
         avail.rarest(from_count, &mut self.rng, peer.bitfield(), |p| {
