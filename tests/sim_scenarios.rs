@@ -30,14 +30,17 @@ fn downloaders(o: &Outcome, class: u16) -> usize {
 
 #[test]
 fn seed_table_is_bound_by_total_upload_not_by_the_download_link() {
-    // 10 seeders + 40 leechers at 1 Mbps (the seed's ratios): everyone completes, not in
-    // the seed's 53 min but near leechers × size / total upload = 40 × 32 Gbit / 50 Mbps.
-    let sc = load("seed-table", 200);
+    // 20 seeders + 80 leechers at 1 Mbps (the seed's ratios): everyone completes, not in
+    // the seed's 53 min but near leechers × size / total upload = 80 × 32 Gbit / 100 Mbps.
+    // (At 1/200, 50 peers, everyone is connected to everyone: all leechers see the same
+    // availability, rarest-first sends them after the same pieces, they trade little and
+    // the median lands at 1.6 × the bound. From 100 peers on, as at full size, it is ~1.03.)
+    let sc = load("seed-table", 100);
     let leecher = class(&sc, "leecher");
     let o = World::new(&sc).run();
     let t = completion_times(&o, leecher);
     assert_eq!(t.len(), downloaders(&o, leecher), "all complete");
-    let bound = 40.0 * 32e9 / 50e6;
+    let bound = 80.0 * 32e9 / 100e6;
     let median = quantile(&t, 0.5).unwrap();
     assert!(median > 53.4 * 60.0, "median {median} s");
     assert!(
