@@ -19,18 +19,8 @@ impl World {
         // `exp`). Meters take a flow's bytes as spread over time, so settling the others
         // later changes no reading.
         let seeding = self.peers[p as usize].choker.is_seeding();
-        let n = if seeding {
-            self.peers[p as usize].out_flows.len()
-        } else {
-            self.peers[p as usize].in_flows.len()
-        };
-        for i in 0..n {
-            let peer = &self.peers[p as usize];
-            let f = if seeding {
-                peer.out_flows[i]
-            } else {
-                peer.in_flows[i]
-            };
+        for i in 0..self.flows_of(p, seeding).len() {
+            let f = self.flows_of(p, seeding)[i];
             self.settle(f);
         }
         // Peers neither interested nor unchoked cannot gain or lose a slot: leaving them out

@@ -188,7 +188,8 @@ pub struct World {
     pub(super) scratch_blocks: Vec<crate::metainfo::BlockRef>,
     pub(super) scratch_cancel: Vec<PeerId>,
     pub(super) scratch_peers: Vec<PeerId>,
-    /// A `have`'s neighbours: connection, the sender's end, the neighbour.
+    /// A peer's connections for a pass over them (a `have`, a piece completion, the choker
+    /// view): connection, the peer's end, the other end.
     pub(super) scratch_fan: Vec<(ConnId, u8, PeerId)>,
     pub(super) scratch_due: Vec<u32>,
     pub(super) scratch_view: Vec<super::choke::View>,

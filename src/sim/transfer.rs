@@ -103,23 +103,23 @@ impl World {
         );
     }
 
+    /// `p`'s active uploads (`out`) or downloads.
+    pub(super) fn flows_of(&self, p: PeerId, out: bool) -> &[u32] {
+        let peer = &self.peers[p as usize];
+        if out {
+            &peer.out_flows
+        } else {
+            &peer.in_flows
+        }
+    }
+
     /// Re-shares `p`'s uplink (`up`) or downlink after its count of active flows changed;
     /// the uploaders whose flows changed rate are rescheduled.
     fn reshare(&mut self, p: PeerId, up: bool) {
         let mut uploaders = std::mem::take(&mut self.scratch_peers);
         uploaders.clear();
-        let n = if up {
-            self.peers[p as usize].out_flows.len()
-        } else {
-            self.peers[p as usize].in_flows.len()
-        };
-        for i in 0..n {
-            let peer = &self.peers[p as usize];
-            let f = if up {
-                peer.out_flows[i]
-            } else {
-                peer.in_flows[i]
-            };
+        for i in 0..self.flows_of(p, up).len() {
+            let f = self.flows_of(p, up)[i];
             if self.set_rate(f) {
                 let u = self.flows[f as usize].from;
                 if !uploaders.contains(&u) {

@@ -166,7 +166,7 @@ impl Availability {
         held: &Bitfield,
     ) -> Option<PieceIndex> {
         match self {
-            Availability::Dense(a) => a.rarest_held(from_count, rng, held),
+            Availability::Dense(a) => a.rarest(from_count, rng, Some(held), |_| true),
             Availability::Buckets(a) => a.rarest(from_count, rng, |p| held.get(p)),
         }
     }
@@ -269,7 +269,8 @@ impl Dense {
     /// lowest count at or above `from_count` that `accept` takes and how many accepted pieces
     /// share it, the second walks to a random one of them. Ties must be broken uniformly:
     /// when a swarm's peers all favour the same tied pieces, an origin that leaves after one
-    /// copy has sent some pieces twice and others never.
+    /// copy has sent some pieces twice and others never. The first scan has no branch on the
+    /// counts, which thousands of similar counts would mispredict.
     fn rarest(
         &self,
         from_count: usize,
@@ -277,78 +278,27 @@ impl Dense {
         peer: Option<&Bitfield>,
         mut accept: impl FnMut(PieceIndex) -> bool,
     ) -> Option<PieceIndex> {
-        if self.wanted == 0 {
-            return None;
-        }
         let floor = u32::try_from(from_count).unwrap_or(u32::MAX);
-        let candidates = |w: usize| {
-            let bits = self.wanted_bits[w];
-            peer.map_or(bits, |peer| bits & peer.word(w))
-        };
-        let (mut best, mut ties) = (u32::MAX, 0u32);
-        for w in 0..self.wanted_bits.len() {
-            let mut bits = candidates(w);
-            while bits != 0 {
-                let i = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                let c = self.counts[i];
-                if c < floor || c > best || !accept(PieceIndex::from_table(i)) {
-                    continue;
-                }
-                if c < best {
-                    (best, ties) = (c, 0);
-                }
-                ties += 1;
-            }
-        }
-        if ties == 0 {
-            return None;
-        }
-        let mut skip = rng.random_range(0..ties);
-        for w in 0..self.wanted_bits.len() {
-            let mut bits = candidates(w);
-            while bits != 0 {
-                let i = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if self.counts[i] == best && accept(PieceIndex::from_table(i)) {
-                    if skip == 0 {
-                        return Some(PieceIndex::from_table(i));
-                    }
-                    skip -= 1;
-                }
-            }
-        }
-        // Not reached: `accept` answers the second scan as it did the first.
-        None
-    }
-
-    /// [`Dense::rarest`] with `accept` being "`held` has it": the lowest count and its ties
-    /// are found without branches on the counts, which a scan of thousands of similar
-    /// counts would mispredict.
-    fn rarest_held(
-        &self,
-        from_count: usize,
-        rng: &mut SmallRng,
-        held: &Bitfield,
-    ) -> Option<PieceIndex> {
-        let floor = u32::try_from(from_count).unwrap_or(u32::MAX);
-        // The wanted pieces the peer has, a word per 64 pieces, built once for both scans.
+        // The candidates, a word per 64 pieces, built once for both scans.
         let mut words = [0u64; (DENSE_MAX_PIECES / 64) as usize];
         let words = &mut words[..self.wanted_bits.len()];
         for (w, out) in words.iter_mut().enumerate() {
             let bits = self.wanted_bits[w];
             if bits != 0 {
-                *out = bits & held.word(w);
+                *out = peer.map_or(bits, |peer| bits & peer.word(w));
             }
         }
-        // One pass for the lowest count and its ties, as selects rather than branches.
         let (mut best, mut ties) = (u32::MAX, 0u32);
         for (w, &word) in words.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
-                let c = self.counts[w * 64 + bits.trailing_zeros() as usize];
+                let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let c = if c >= floor { c } else { u32::MAX };
+                let c = self.counts[i];
+                // `&`, not `&&`: no branch on the count (`accept` is cheap, and free when it
+                // always says yes).
+                let ok = (c >= floor) & accept(PieceIndex::from_table(i));
+                let c = if ok { c } else { u32::MAX };
                 let lower = c < best;
                 best = best.min(c);
                 ties = if lower {
@@ -367,7 +317,7 @@ impl Dense {
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if self.counts[i] == best {
+                if self.counts[i] == best && accept(PieceIndex::from_table(i)) {
                     if skip == 0 {
                         return Some(PieceIndex::from_table(i));
                     }
@@ -375,6 +325,7 @@ impl Dense {
                 }
             }
         }
+        // Not reached: `accept` answers the second scan as it did the first.
         None
     }
 
