@@ -27,6 +27,7 @@ pub struct SimArgs {
 
 /// Runs the scenario; prints the summary with wall time, events/s and peak memory.
 pub fn run(a: SimArgs) -> anyhow::Result<ExitCode> {
+    reexec_with_huge_pages();
     let text = std::fs::read_to_string(&a.scenario)
         .with_context(|| format!("cannot read {}", a.scenario.display()))?;
     let mut sc = Scenario::from_toml(&text)
@@ -62,6 +63,33 @@ pub fn run(a: SimArgs) -> anyhow::Result<ExitCode> {
     write("peers.csv", peers_csv(&sc, &outcome))?;
     crate::sim::plot::write_all(&a.out, &sc, &outcome)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The environment variable that asks glibc's malloc to advise transparent huge pages.
+const TUNABLES: &str = "GLIBC_TUNABLES";
+
+/// A full-size run reads gigabytes of peers, pickers and connections at random, so most
+/// accesses miss the TLB; transparent huge pages (the kernel's `madvise` mode, Debian's
+/// default) cut that: the full seed-table ran 8 % faster (docs/CAPACITY.md §7). glibc's malloc
+/// advises them only when `GLIBC_TUNABLES` says so at start-up, so the simulator executes
+/// itself once more with `glibc.malloc.hugetlb=1`, unless the variable is already set (set it
+/// to anything, even empty, to opt out). If the exec fails the run goes on as it is.
+fn reexec_with_huge_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os(TUNABLES).is_some() {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env(TUNABLES, "glibc.malloc.hugetlb=1")
+            .exec();
+        eprintln!("note: running without huge pages ({err})");
+    }
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), KiB.

@@ -41,11 +41,12 @@ impl World {
             let conn = &self.conns[c as usize];
             let e = usize::from(e);
             let (me, them) = (&conn.sides[e], &conn.sides[1 - e]);
+            let (mine, theirs) = (&conn.meters[e], &conn.meters[1 - e]);
             let receiving = me.flow_in.is_some_and(|f| self.flows[f as usize].active);
             let (download_rate, upload_rate) = if seeding {
-                (0, them.recv.rate(now))
+                (0, theirs.recv.rate(now))
             } else {
-                (me.recv.rate(now), 0)
+                (mine.recv.rate(now), 0)
             };
             view.push(LeechPeer {
                 key: c,
@@ -55,8 +56,12 @@ impl World {
                 peer_choking_us: them.choking,
                 download_rate,
                 upload_rate,
-                last_block_received: if receiving { Some(now) } else { me.last_block },
-                waiting_since: me.waiting_since,
+                last_block_received: if receiving {
+                    Some(now)
+                } else {
+                    mine.last_block
+                },
+                waiting_since: mine.waiting_since,
                 connected_at: conn.connected_at,
             });
         }
@@ -84,7 +89,7 @@ impl World {
         match d {
             Decision::Unchoke => {
                 conn.sides[e].choking = false;
-                conn.sides[1 - e].waiting_since = now;
+                conn.meters[1 - e].waiting_since = now;
                 // Unchoke to the peer, request back, first byte out: the request's round
                 // trip after the one-way unchoke, counted as two trips from here.
                 let delay = 1.5 * self.round_trip(c);

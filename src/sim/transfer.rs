@@ -46,8 +46,9 @@ impl World {
         if fresh > 0.0 {
             let conn = &mut self.conns[flow.conn as usize];
             let e = conn.end_of(flow.to);
-            conn.sides[e].recv.record_spread(fresh, from, at);
-            conn.sides[e].last_block = Some(at);
+            let m = &mut conn.meters[e];
+            m.recv.record_spread(fresh, from, at);
+            m.last_block = Some(at);
         }
     }
 
@@ -455,12 +456,13 @@ impl World {
         let now = self.instant();
         for &(c, e, v) in &fan {
             let e = usize::from(e);
-            let s = &mut self.conns[c as usize].sides[1 - e];
+            let conn = &mut self.conns[c as usize];
+            let s = &mut conn.sides[1 - e];
             s.lacking += 1;
             let became = !s.interested;
             if became {
                 s.interested = true;
-                s.waiting_since = now;
+                conn.meters[1 - e].waiting_since = now;
                 self.nudge(d);
             }
             let idle = self.conns[c as usize].sides[1 - e].flow_in.is_none();
