@@ -122,8 +122,11 @@ pub enum Disconnect {
 pub struct Swarm {
     cfg: SwarmConfig,
     candidates: HashMap<SocketAddr, Candidate>,
-    /// Candidate addresses in arrival order (may hold stale entries; skipped lazily).
-    order: VecDeque<SocketAddr>,
+    /// Candidate addresses in arrival order (may hold stale entries; skipped lazily), each
+    /// with its candidate's `not_before` when queued: a queued candidate's `not_before` only
+    /// moves later (a back-off), so an entry whose copy is still ahead of `now` is not ready
+    /// and a dial attempt passes it without a lookup.
+    order: VecDeque<(SocketAddr, Instant)>,
     conns: HashMap<SocketAddr, Conn>,
     /// How many of `conns` are still `Connecting` (asked on every dial).
     connecting: usize,
@@ -237,13 +240,13 @@ impl Swarm {
                     not_before: now,
                 },
             );
-            self.order.push_back(addr);
+            self.order.push_back((addr, now));
         }
     }
 
     /// Drops the oldest candidate; false if none.
     fn evict_one(&mut self) -> bool {
-        while let Some(addr) = self.order.pop_front() {
+        while let Some((addr, _)) = self.order.pop_front() {
             if self.candidates.remove(&addr).is_some() {
                 return true;
             }
@@ -275,7 +278,12 @@ impl Swarm {
         // back, stale entries (already removed) are dropped.
         let mut next_ready: Option<Instant> = None;
         for _ in 0..self.order.len() {
-            let addr = self.order.pop_front()?;
+            let (addr, queued) = self.order.pop_front()?;
+            if queued > now {
+                next_ready = Some(next_ready.map_or(queued, |t| t.min(queued)));
+                self.order.push_back((addr, queued));
+                continue;
+            }
             let Some(c) = self.candidates.get(&addr) else {
                 continue;
             };
@@ -290,7 +298,7 @@ impl Swarm {
             if c.not_before > now {
                 next_ready = Some(next_ready.map_or(c.not_before, |t| t.min(c.not_before)));
             }
-            self.order.push_back(addr);
+            self.order.push_back((addr, c.not_before));
         }
         // Nothing ready: the earliest backoff to end is the next time an answer can differ
         // (candidates held back by the per-IP limit wait for a connection to close).
@@ -368,8 +376,8 @@ impl Swarm {
             self.close(ours);
             self.superseded.push(ours);
             // Dialable again once the incoming connection ends (the IP is full until then).
-            if self.candidates.contains_key(&ours) {
-                self.order.push_back(ours);
+            if let Some(c) = self.candidates.get(&ours) {
+                self.order.push_back((ours, c.not_before));
             }
         }
         self.open(addr, false, ConnState::Connected, now);
@@ -418,7 +426,7 @@ impl Swarm {
         }
         let factor = 1u32 << (c.failures - 1).min(16);
         c.not_before = now + first.saturating_mul(factor).min(max);
-        self.order.push_back(addr);
+        self.order.push_back((addr, c.not_before));
     }
 
     fn retire(&mut self, addr: SocketAddr) {
@@ -473,7 +481,7 @@ impl Swarm {
                     not_before: now,
                 });
                 c.not_before = now + delay;
-                self.order.push_back(addr);
+                self.order.push_back((addr, c.not_before));
             }
             // An incoming peer's source port is ephemeral: nothing to redial.
             _ => {}
