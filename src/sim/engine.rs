@@ -90,7 +90,9 @@ pub(super) struct Side {
     pub flow_in: Option<u32>,
 }
 
-/// The rest of one end's view, read when a flow settles and by the choker's rule.
+/// The rest of one end's view, read when a flow settles and by the choker's rule: a cache
+/// line of its own, so a settle or a rate reading touches one line.
+#[repr(align(64))]
 pub(super) struct Meters {
     /// Bytes per second from the other end to this one: this end's download rate and the
     /// other end's upload rate (one flow feeds both, so one meter serves both).
@@ -111,6 +113,7 @@ pub(super) struct Conn {
     pub meters: [Meters; 2],
 }
 
+const _: () = assert!(std::mem::size_of::<Conn>() == 3 * 64);
 const _: () = assert!(std::mem::offset_of!(Conn, sides) + std::mem::size_of::<[Side; 2]>() <= 64);
 
 impl Conn {

@@ -14,6 +14,8 @@ pub(super) struct Flow {
     pub from: PeerId,
     pub to: PeerId,
     pub conn: ConnId,
+    /// Which end of `conn` the downloader `to` is.
+    pub to_end: u8,
     pub blocks: Vec<BlockRef>,
     /// Bytes the blocks stand for, and bytes moved so far.
     pub total: f64,
@@ -44,9 +46,7 @@ impl World {
         flow.settled_at = now;
         let fresh = flow.done - before;
         if fresh > 0.0 {
-            let conn = &mut self.conns[flow.conn as usize];
-            let e = conn.end_of(flow.to);
-            let m = &mut conn.meters[e];
+            let m = &mut self.conns[flow.conn as usize].meters[usize::from(flow.to_end)];
             m.recv.record_spread(fresh, from, at);
             m.last_block = Some(at);
         }
@@ -202,6 +202,7 @@ impl World {
             from: u,
             to: d,
             conn: c,
+            to_end: e as u8,
             blocks: blocks.clone(),
             total,
             done: 0.0,
