@@ -17,8 +17,6 @@
 //! looked at). Seeds are one counter, not a +1 on every piece: a seed joining or leaving is
 //! O(1), and since it adds the same to every piece it never changes which piece is rarest.
 
-use std::cell::Cell;
-
 use rand::rngs::SmallRng;
 use rand::Rng;
 
@@ -184,8 +182,7 @@ impl Availability {
 ///
 /// Invariants: `counts[p]` is the number of non-seed peers that announced `p`; bit `p` of
 /// `wanted_bits` is set exactly when `p` is wanted; `wanted` counts the set bits and
-/// `wanted_unseen` those whose count is 0; `floors[w]` is at most the count of every wanted
-/// piece of word `w` (pieces `64·w ..`).
+/// `wanted_unseen` those whose count is 0.
 ///
 /// Counts are 16-bit, so a scan of 2,000 pieces reads 4 KB: a piece would need 65,535
 /// connected non-seed peers holding it to reach the top, far past any connection limit, and
@@ -194,11 +191,6 @@ impl Availability {
 pub(super) struct Dense {
     counts: Vec<u16>,
     wanted_bits: Vec<u64>,
-    /// A lower bound of each word's wanted counts, so a scan skips the words that cannot
-    /// hold the rarest piece. Counts rising leave it valid; a count falling or a piece
-    /// becoming wanted lowers it; a scan that saw a whole word's wanted pieces raises it to
-    /// their minimum (a `Cell`: the scan only reads the counts).
-    floors: Vec<Cell<u32>>,
     seeds: u32,
     wanted: u32,
     wanted_unseen: u32,
@@ -209,7 +201,6 @@ impl Dense {
         let mut a = Dense {
             counts: vec![0; piece_count as usize],
             wanted_bits: vec![0; (piece_count as usize).div_ceil(64)],
-            floors: vec![Cell::new(0); (piece_count as usize).div_ceil(64)],
             seeds: 0,
             wanted: 0,
             wanted_unseen: 0,
@@ -260,8 +251,6 @@ impl Dense {
             return;
         }
         *c -= 1;
-        let floor = &self.floors[piece.idx() / 64];
-        floor.set(floor.get().min(u32::from(*c)));
         if *c == 0 && self.is_wanted(piece) {
             self.wanted_unseen += 1;
         }
@@ -271,8 +260,6 @@ impl Dense {
         debug_assert!(!self.is_wanted(piece));
         let i = piece.idx();
         self.wanted_bits[i / 64] |= 1 << (i % 64);
-        let floor = &self.floors[i / 64];
-        floor.set(floor.get().min(u32::from(self.counts[i])));
         self.wanted += 1;
         self.wanted_unseen += u32::from(self.counts[i] == 0);
     }
@@ -290,8 +277,7 @@ impl Dense {
     /// share it, the second walks to a random one of them. Ties must be broken uniformly:
     /// when a swarm's peers all favour the same tied pieces, an origin that leaves after one
     /// copy has sent some pieces twice and others never. The first scan has no branch on the
-    /// counts, which thousands of similar counts would mispredict. Both skip the words whose
-    /// floor lies above the lowest count found so far; the first starts at the lowest floor.
+    /// counts, which thousands of similar counts would mispredict.
     fn rarest(
         &self,
         from_count: usize,
@@ -300,35 +286,22 @@ impl Dense {
         mut accept: impl FnMut(PieceIndex) -> bool,
     ) -> Option<PieceIndex> {
         let floor = u32::try_from(from_count).unwrap_or(u32::MAX);
-        // The candidates, a word per 64 pieces, built once for both scans, and the word
-        // with the lowest floor, scanned first so the others can be skipped.
+        // The candidates, a word per 64 pieces, built once for both scans.
         let mut words = [0u64; (DENSE_MAX_PIECES / 64) as usize];
         let words = &mut words[..self.wanted_bits.len()];
-        let mut first = (u32::MAX, 0);
         for (w, out) in words.iter_mut().enumerate() {
             let bits = self.wanted_bits[w];
             if bits != 0 {
                 *out = peer.map_or(bits, |peer| bits & peer.word(w));
-                if *out != 0 {
-                    first = first.min((self.floors[w].get(), w));
-                }
             }
         }
         let (mut best, mut ties) = (u32::MAX, 0u32);
-        let order = std::iter::once(first.1).chain((0..words.len()).filter(|&w| w != first.1));
-        for w in order {
-            let word = words[w];
-            if word == 0 || self.floors[w].get() > best {
-                continue;
-            }
+        for (w, &word) in words.iter().enumerate() {
             let mut bits = word;
-            // The word's lowest wanted count, when every wanted piece of it is a candidate.
-            let mut low = u32::MAX;
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
                 let c = u32::from(self.counts[i]);
-                low = low.min(c);
                 // `&`, not `&&`: no branch on the count (`accept` is cheap, and free when it
                 // always says yes).
                 let ok = (c >= floor) & accept(PieceIndex::from_table(i));
@@ -341,18 +314,12 @@ impl Dense {
                     ties + u32::from(c == best)
                 };
             }
-            if word == self.wanted_bits[w] {
-                self.floors[w].set(low);
-            }
         }
         if best == u32::MAX {
             return None;
         }
         let mut skip = rng.random_range(0..ties);
         for (w, &word) in words.iter().enumerate() {
-            if self.floors[w].get() > best {
-                continue;
-            }
             let mut bits = word;
             while bits != 0 {
                 let i = w * 64 + bits.trailing_zeros() as usize;
@@ -377,14 +344,6 @@ impl Dense {
             .filter(|&i| self.counts[i] == 0 && self.is_wanted(PieceIndex::from_table(i)))
             .count();
         assert_eq!(unseen as u32, self.wanted_unseen, "wanted with no peer");
-        for (i, &c) in self.counts.iter().enumerate() {
-            if self.is_wanted(PieceIndex::from_table(i)) {
-                assert!(
-                    self.floors[i / 64].get() <= u32::from(c),
-                    "word floor above a count"
-                );
-            }
-        }
         let spare = self.counts.len() % 64;
         if spare > 0 {
             let last = self.wanted_bits.last().copied().unwrap_or(0);
