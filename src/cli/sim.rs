@@ -70,10 +70,11 @@ const TUNABLES: &str = "GLIBC_TUNABLES";
 
 /// A full-size run reads gigabytes of peers, pickers and connections at random, so most
 /// accesses miss the TLB; transparent huge pages (the kernel's `madvise` mode, Debian's
-/// default) cut that: the full seed-table ran 8 % faster (docs/CAPACITY.md §7). glibc's malloc
-/// advises them only when `GLIBC_TUNABLES` says so at start-up, so the simulator executes
-/// itself once more with `glibc.malloc.hugetlb=1`, unless the variable is already set (set it
-/// to anything, even empty, to opt out). If the exec fails the run goes on as it is.
+/// default) cut that: 12 % less CPU at a fifth of the seed-table (docs/CAPACITY.md §7).
+/// glibc's malloc advises them only when `GLIBC_TUNABLES` says so at start-up, so the
+/// simulator executes itself once more with `glibc.malloc.hugetlb=1`, unless the variable is
+/// already set (set it to anything, even empty, to opt out). If the exec fails the run goes
+/// on as it is.
 fn reexec_with_huge_pages() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
