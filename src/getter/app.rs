@@ -581,6 +581,16 @@ impl GetApp {
                 ctx.close(k, "connect timed out");
             }
         }
+        if self.picker.is_complete() {
+            // Seeding: dial past conns_min while upload slots have no interested peer.
+            let interested = ctx
+                .keys()
+                .filter_map(|k| ctx.get(k))
+                .filter(|c| c.session.is_active() && c.session.peer_interested())
+                .count();
+            self.swarm
+                .want_slots_filled(interested, ChokerConfig::default().upload_slots);
+        }
         while let Some(addr) = self.swarm.poll_connect(now) {
             let conn = GetConn::outbound(self.shared().clone(), addr, now);
             match ctx.connect(addr, self.swarm.source_ip_for(addr), conn) {

@@ -483,10 +483,28 @@ impl World {
     fn dial(&mut self, p: PeerId) {
         let now = self.instant();
         let lat = self.peers[p as usize].lat;
-        // `poll_connect` says no at or above `conns_min`; asking costs a scan of the pool.
+        let seeding = self.peers[p as usize].picker.is_none();
+        if seeding {
+            // A seed dials past `conns_min` while its upload slots are not all taken by
+            // interested peers (`Swarm::want_slots_filled`).
+            let slots = self.sc.classes[self.peers[p as usize].class as usize].upload_slots;
+            let peer = &self.peers[p as usize];
+            let interested = peer
+                .conns
+                .iter()
+                .filter(|&&c| {
+                    let conn = &self.conns[c as usize];
+                    conn.sides[1 - conn.end_of(p)].interested
+                })
+                .count();
+            self.peers[p as usize]
+                .swarm
+                .want_slots_filled(interested, slots);
+        }
+        // `poll_connect` says no at or above its target; asking costs a scan of the pool.
         while {
             let swarm = &self.peers[p as usize].swarm;
-            swarm.connection_count() < swarm.config().conns_min
+            swarm.connection_count() < swarm.dial_target()
         } {
             let Some(addr) = self.peers[p as usize].swarm.poll_connect(now) else {
                 break;
@@ -523,8 +541,9 @@ impl World {
             }
         }
         let peer = &self.peers[p as usize];
-        let starving =
-            peer.swarm.connection_count() < self.sc.conns_min && peer.swarm.candidate_count() == 0;
+        let starving = (peer.swarm.connection_count() < self.sc.conns_min
+            && peer.swarm.candidate_count() == 0)
+            || (seeding && peer.swarm.wants_peers());
         if starving && self.now() - peer.last_announce >= self.sc.announce_min_interval {
             self.announce(p);
         }

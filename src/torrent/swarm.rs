@@ -145,6 +145,9 @@ pub struct Swarm {
     /// Our young outbound connections given up for an incoming one from the same IP (see
     /// [`accept_incoming`](Swarm::accept_incoming)); the shell closes them.
     superseded: Vec<SocketAddr>,
+    /// Dial up to this many connections: `conns_min`, or more while upload slots sit idle
+    /// (see [`want_slots_filled`](Swarm::want_slots_filled)); never above `conns_max`.
+    dial_target: usize,
 }
 
 impl Swarm {
@@ -163,6 +166,7 @@ impl Swarm {
             retired_order: VecDeque::new(),
             own: HashSet::new(),
             superseded: Vec::new(),
+            dial_target: cfg.conns_min.min(cfg.conns_max),
         }
     }
 
@@ -190,6 +194,38 @@ impl Swarm {
     /// Open plus opening connections.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// How many connections (open + opening) [`poll_connect`](Self::poll_connect) dials up to.
+    pub fn dial_target(&self) -> usize {
+        self.dial_target
+    }
+
+    /// Tells the swarm how many of its connections want data from us (`interested`) and how
+    /// many upload slots we have (`slots`). A seed whose slots are not all taken by
+    /// interested peers dials past `conns_min`: to `connections - interested + slots`, so
+    /// that the uninterested connections (seeds, peers that lack nothing we have) are not
+    /// counted as filling a slot, capped at `conns_max`. Without this a seed with hundreds
+    /// of slots keeps only `conns_min` peers once the first ones it fed complete and leave.
+    /// A downloader need not call it; its target stays `conns_min`.
+    pub fn want_slots_filled(&mut self, interested: usize, slots: usize) {
+        let conns = self.conns.len();
+        let want = (conns - interested.min(conns))
+            .saturating_add(slots)
+            .max(self.cfg.conns_min)
+            .min(self.cfg.conns_max);
+        self.dial_target = want;
+    }
+
+    /// True when the swarm is below its dial target, past `conns_min`, and no candidate is
+    /// ready: the last dial attempt found every one backing off (or there are none). The
+    /// shell should then ask the tracker for more peers early (rate-limited by the shell,
+    /// e.g. to the tracker's `min interval`). A downloader below `conns_min` with no
+    /// candidates at all is the ordinary case the shell already handles.
+    pub fn wants_peers(&self) -> bool {
+        let below = self.conns.len() < self.dial_target;
+        let nothing_ready = self.candidates.is_empty() || self.quiet.is_some();
+        below && nothing_ready && self.connecting < self.cfg.connecting_max
     }
 
     /// Candidates waiting (some may be backing off).
@@ -258,15 +294,16 @@ impl Swarm {
         self.per_ip.get(&ip).copied().unwrap_or(0) < self.cfg.per_ip_max
     }
 
-    /// The next address to dial now, if we are below `conns_min` and a candidate is ready.
-    /// The caller must follow with [`on_connecting`](Self::on_connecting).
+    /// The next address to dial now, if we are below the dial target (`conns_min`, or more
+    /// for a seed with idle slots: [`want_slots_filled`](Self::want_slots_filled)) and a
+    /// candidate is ready. The caller must follow with [`on_connecting`](Self::on_connecting).
     pub fn poll_connect(&mut self, now: Instant) -> Option<SocketAddr> {
         debug_assert_eq!(
             self.connecting,
             self.conns.values().filter(|c| c.is_connecting()).count(),
             "connecting count"
         );
-        if self.conns.len() >= self.cfg.conns_min || self.connecting >= self.cfg.connecting_max {
+        if self.conns.len() >= self.dial_target || self.connecting >= self.cfg.connecting_max {
             return None;
         }
         if let Some(until) = self.quiet {

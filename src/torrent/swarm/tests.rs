@@ -285,3 +285,75 @@ fn a_fruitless_dial_attempt_is_remembered_until_something_changes() {
     s.on_disconnected(addr(2), Disconnect::Normal, t(1000));
     assert_eq!(s.poll_connect(t(1000)), Some(other_port));
 }
+
+fn seed_cfg() -> SwarmConfig {
+    SwarmConfig {
+        conns_min: 3,
+        conns_max: 8,
+        pool_max: 20,
+        ..SwarmConfig::default()
+    }
+}
+
+#[test]
+fn a_seed_with_idle_slots_dials_past_the_low_water_mark() {
+    // 3 connections, 1 of them interested, 4 slots: the 2 uninterested ones take no slot, so
+    // the seed dials to 3 - 1 + 4 = 6; never past conns_max however many slots.
+    let mut s = Swarm::new(seed_cfg());
+    s.add_peers((0..12).map(addr), PeerSource::Tracker, t(0));
+    assert_eq!(dial_all(&mut s, t(0)).len(), 3);
+    s.want_slots_filled(1, 4);
+    assert_eq!(s.dial_target(), 6);
+    assert_eq!(dial_all(&mut s, t(0)).len(), 3);
+    s.want_slots_filled(0, 100);
+    assert_eq!(s.dial_target(), 8);
+    assert_eq!(dial_all(&mut s, t(0)).len(), 2);
+    // Every slot taken by an interested peer: back to what is open, not below conns_min.
+    s.want_slots_filled(8, 4);
+    assert_eq!(s.dial_target(), 4);
+    assert_eq!(s.poll_connect(t(0)), None);
+}
+
+#[test]
+fn a_seed_replaces_peers_that_completed() {
+    // 5 slots, 5 interested peers; 2 complete and leave (nothing to trade with a seed). A
+    // downloader would stay at conns_min (3); the seed dials 2 new peers into its idle slots.
+    let mut s = Swarm::new(seed_cfg());
+    s.add_peers((0..10).map(addr), PeerSource::Tracker, t(0));
+    s.want_slots_filled(0, 5);
+    let first = dial_all(&mut s, t(0));
+    assert_eq!(first.len(), 5);
+    for &a in &first[..2] {
+        s.on_disconnected(a, Disconnect::NothingToTrade, t(10));
+    }
+    s.want_slots_filled(3, 5);
+    assert_eq!(dial_all(&mut s, t(10)), vec![addr(5), addr(6)]);
+    assert_eq!(s.connection_count(), 5);
+    // The completed peers are never dialled again.
+    s.want_slots_filled(0, 8);
+    assert!(!dial_all(&mut s, t(10))
+        .iter()
+        .any(|a| first[..2].contains(a)));
+}
+
+#[test]
+fn a_seed_short_of_peers_asks_for_more_while_its_candidates_back_off() {
+    // The seed wants 5 connections; its only 2 candidates refuse and back off: it should ask
+    // the tracker for more. A ready candidate, or a full set of slots, means no need.
+    let mut s = Swarm::new(seed_cfg());
+    s.add_peers((0..3).map(addr), PeerSource::Tracker, t(0));
+    assert_eq!(dial_all(&mut s, t(0)).len(), 3);
+    assert!(!s.wants_peers(), "at conns_min with no slots to fill");
+    s.add_peers((3..5).map(addr), PeerSource::Tracker, t(0));
+    s.want_slots_filled(0, 5);
+    assert!(!s.wants_peers(), "candidates are ready");
+    for _ in 0..2 {
+        let a = s.poll_connect(t(0)).unwrap();
+        s.on_connecting(a, t(0));
+        s.on_connect_failed(a, t(1));
+    }
+    assert_eq!(s.poll_connect(t(1)), None);
+    assert!(s.wants_peers(), "below target, every candidate backing off");
+    s.want_slots_filled(3, 3);
+    assert!(!s.wants_peers(), "slots full");
+}
