@@ -12,6 +12,7 @@ pub(crate) mod dht;
 mod get;
 mod magnet;
 mod plan;
+mod probe;
 mod seed;
 mod sim;
 mod size;
@@ -63,6 +64,9 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Run a UDP and HTTP tracker (announce, scrape, /metrics).
     Tracker(tracker::TrackerArgs),
+    /// Canary: fetch and verify one piece from a seeder, timing each stage (once, N times or
+    /// every interval; optional /metrics).
+    Probe(probe::ProbeArgs),
 }
 
 /// Runs the command line; returns the process exit code.
@@ -81,6 +85,7 @@ pub fn main() -> std::process::ExitCode {
         Command::Plan(a) => plan::run(a),
         Command::Sim(a) => sim::run(a),
         Command::Tracker(a) => tracker::run(a),
+        Command::Probe(a) => probe::run(a),
     };
     match result {
         Ok(code) => code,

@@ -142,6 +142,8 @@ pub struct Leecher {
     /// Pieces in the order this leecher asks for them (a rotation, so leechers spread out).
     first_piece: u32,
     pieces_requested: u32,
+    /// How many pieces of the rotation to fetch (all, unless [`Leecher::fetching`] says less).
+    pieces_wanted: u32,
     next_offset: u32,
     outstanding: VecDeque<RawBlock>,
     retry: VecDeque<RawBlock>,
@@ -159,7 +161,8 @@ pub struct Leecher {
 impl Leecher {
     /// A leecher that starts its rotation at `first_piece` and keeps `pipeline` requests out.
     pub fn new(torrent: Arc<BenchTorrent>, first_piece: u32, pipeline: usize) -> Leecher {
-        let first_piece = first_piece % torrent.layout.piece_count().max(1);
+        let torrent_pieces = torrent.layout.piece_count();
+        let first_piece = first_piece % torrent_pieces.max(1);
         let mut l = Leecher {
             torrent,
             peer_id: PeerId::generate(),
@@ -168,6 +171,7 @@ impl Leecher {
             started: false,
             first_piece,
             pieces_requested: 0,
+            pieces_wanted: torrent_pieces,
             next_offset: 0,
             outstanding: VecDeque::new(),
             retry: VecDeque::new(),
@@ -187,9 +191,31 @@ impl Leecher {
         l
     }
 
-    /// True once every piece has been received and checked.
+    /// Fetches only the first `pieces` of the rotation (at least one, at most all): a probe
+    /// of one piece, not a whole download.
+    pub fn fetching(mut self, pieces: u32) -> Leecher {
+        self.pieces_wanted = pieces.clamp(1, self.torrent.layout.piece_count().max(1));
+        self
+    }
+
+    /// True once every wanted piece has been received and checked.
     pub fn done(&self) -> bool {
-        self.pieces_ok + self.pieces_bad == self.torrent.layout.piece_count()
+        self.pieces_ok + self.pieces_bad == self.pieces_wanted
+    }
+
+    /// The seeder's handshake arrived (and named our torrent).
+    pub fn handshaken(&self) -> bool {
+        self.handshaken
+    }
+
+    /// The seeder has unchoked us (and not choked us again).
+    pub fn unchoked(&self) -> bool {
+        self.unchoked
+    }
+
+    /// At least one block request has been queued for sending.
+    pub fn requested(&self) -> bool {
+        self.pieces_requested > 0 || self.next_offset > 0
     }
 
     /// Moves pending output (handshake, interested, requests) into `out`.
@@ -357,7 +383,7 @@ impl Leecher {
     fn next_block(&mut self) -> Option<RawBlock> {
         let layout = &self.torrent.layout;
         let count = layout.piece_count();
-        if self.pieces_requested == count {
+        if self.pieces_requested == self.pieces_wanted {
             return None;
         }
         let piece = (self.first_piece + self.pieces_requested) % count;
@@ -503,6 +529,20 @@ mod tests {
         let mut l = Leecher::new(t, 1, 16);
         serve(&mut l, &data, 64 * 1024, None, true);
         assert_eq!((l.pieces_ok, l.pieces_bad), (2, 0));
+    }
+
+    #[test]
+    fn a_probe_fetches_only_the_pieces_it_asked_for() {
+        // `fetching(1)` starting at piece 2 requests piece 2's blocks and nothing else, then
+        // is done; the milestones a probe times are visible along the way.
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 11) as u8).collect();
+        let t = torrent(&data, 32 * 1024);
+        let mut l = Leecher::new(t, 2, 8).fetching(1);
+        assert!(!l.handshaken() && !l.unchoked() && !l.requested());
+        serve(&mut l, &data, 32 * 1024, None, false);
+        assert!(l.handshaken() && l.unchoked() && l.requested());
+        assert_eq!((l.pieces_ok, l.pieces_bad), (1, 0));
+        assert_eq!(l.bytes, 32 * 1024);
     }
 
     #[test]

@@ -8,10 +8,12 @@
 mod cpu;
 mod driver;
 mod leecher;
+mod probe;
 
 pub use cpu::{own_cpu, process_cpu};
 pub use driver::PeerPlan;
 pub use leecher::{BenchTorrent, LeechError, Leecher, Verify};
+pub use probe::{probe_once, ProbeError, ProbeStage, ProbeTimes};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -6,6 +6,7 @@
 //! clear message, never a silent pass.
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod runtime;
 
 use std::fs;
