@@ -14,12 +14,13 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use rand::Rng;
 
 use crate::loadgen::{probe_once, BenchTorrent, ProbeError, ProbeTimes, Verify};
 use crate::metrics::MetricsServer;
+use crate::runtime::LATENCY_BOUNDS_US;
 
 /// Arguments of `ringseed probe`.
 #[derive(Debug, Args)]
@@ -68,8 +69,9 @@ struct ProbeMetrics {
 
 impl ProbeMetrics {
     fn new() -> (ProbeMetrics, Registry) {
-        // 0.1 ms … ~13 s, doubling: the SLO's 50 ms falls between two bounds' neighbours.
-        let buckets = || exponential_buckets(0.0001, 2.0, 18);
+        // The seeder's own latency buckets (0.1 ms … 10 s, 50 ms, the SLO, among them), so
+        // the inside and the outside view of "request → first byte" compare bucket by bucket.
+        let buckets = || LATENCY_BOUNDS_US.iter().map(|&us| us as f64 / 1e6);
         let m = ProbeMetrics {
             runs: Family::default(),
             first_block: Histogram::new(buckets()),
