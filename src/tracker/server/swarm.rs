@@ -126,7 +126,8 @@ impl SwarmStore {
         self.peers_total
     }
 
-    /// Records an announce and returns counts and up to `numwant` other peers. A new swarm
+    /// Records an announce and returns counts and up to `numwant` other peers (leechers only,
+    /// when the announcer is a seeder: `left` = 0). A new swarm
     /// past [`ServerLimits::swarms_max`], or a new peer past the per-swarm or total bound, is
     /// refused; known peers are always updated.
     pub fn announce(
@@ -209,7 +210,7 @@ impl SwarmStore {
         }
         let (seeders, leechers) = s.counts();
         let list = if a.addr.is_ipv6() { &s.v6 } else { &s.v4 };
-        let peers = pick(list, &a.peer_id, a.numwant, start);
+        let peers = pick(list, &a.peer_id, a.numwant, start, seeder);
         Ok(AnnounceAnswer {
             seeders,
             leechers,
@@ -256,15 +257,29 @@ impl SwarmStore {
 }
 
 /// Up to `n` peers from a random starting point, wrapping, skipping `me`.
-fn pick(list: &PeerList, me: &PeerId, n: usize, start: usize) -> Vec<(PeerId, SocketAddr)> {
+/// Up to `n` peers of `list` other than `me`, from a random start. A seeder (`leechers_only`)
+/// gets only leechers: two seeds have nothing to trade, and a seed's connection to another is
+/// dropped as soon as both bitfields are seen (as XBT and Ocelot do).
+fn pick(
+    list: &PeerList,
+    me: &PeerId,
+    n: usize,
+    start: usize,
+    leechers_only: bool,
+) -> Vec<(PeerId, SocketAddr)> {
     let len = list.peers.len();
-    if len == 0 || n == 0 {
+    let candidates = if leechers_only {
+        len - list.seeders as usize
+    } else {
+        len
+    };
+    if candidates == 0 || n == 0 {
         return Vec::new();
     }
-    let mut out = Vec::with_capacity(n.min(len));
+    let mut out = Vec::with_capacity(n.min(candidates));
     for k in 0..len {
         let e = &list.peers[(start + k) % len];
-        if e.id != *me {
+        if e.id != *me && !(leechers_only && e.seeder) {
             out.push((e.id, e.addr));
             if out.len() == n {
                 break;

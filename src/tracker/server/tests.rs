@@ -55,6 +55,48 @@ fn peers_of_one_swarm_find_each_other_but_not_themselves() {
 }
 
 #[test]
+fn a_seeder_is_handed_only_leechers() {
+    // Seeds 1 and 2, leechers 3 and 4: a leecher sees everyone, a seed only the leechers
+    // (two seeds have nothing to trade); once the leechers are gone a seed gets no peers.
+    let mut s = store();
+    let t = Instant::from_secs(1);
+    for (n, left) in [(1, 0), (2, 0), (3, 5), (4, 5)] {
+        s.announce(&ann(n, &format!("10.0.0.{n}:{n}"), left, Event::Started), t)
+            .unwrap();
+    }
+    let addrs = |a: AnnounceAnswer| {
+        let mut v: Vec<SocketAddr> = a.peers.iter().map(|p| p.1).collect();
+        v.sort();
+        v
+    };
+    let leecher = s
+        .announce(&ann(3, "10.0.0.3:3", 5, Event::None), t)
+        .unwrap();
+    assert_eq!(addrs(leecher).len(), 3);
+    let seed = s
+        .announce(&ann(1, "10.0.0.1:1", 0, Event::None), t)
+        .unwrap();
+    assert_eq!((seed.seeders, seed.leechers), (2, 2));
+    assert_eq!(
+        addrs(seed),
+        vec!["10.0.0.3:3".parse().unwrap(), "10.0.0.4:4".parse().unwrap()]
+    );
+    // Leecher 3 completes: seeds now see only leecher 4.
+    s.announce(&ann(3, "10.0.0.3:3", 0, Event::Completed), t)
+        .unwrap();
+    let seed = s
+        .announce(&ann(2, "10.0.0.2:2", 0, Event::None), t)
+        .unwrap();
+    assert_eq!(addrs(seed), vec!["10.0.0.4:4".parse().unwrap()]);
+    s.announce(&ann(4, "10.0.0.4:4", 5, Event::Stopped), t)
+        .unwrap();
+    let seed = s
+        .announce(&ann(2, "10.0.0.2:2", 0, Event::None), t)
+        .unwrap();
+    assert!(seed.peers.is_empty());
+}
+
+#[test]
 fn stopped_removes_and_completed_is_counted_once() {
     // A leecher completes (counted), then stops (gone, and the empty swarm with it).
     let mut s = store();
