@@ -65,6 +65,8 @@ pub struct AnnounceCounts {
 
 /// How the announcer reads a torrent's progress (uploaded, downloaded, left).
 pub type ProgressFn = Box<dyn Fn() -> Progress + Send>;
+/// Whether a torrent is short of peers now (polled by the announcer on every wake-up).
+pub type WantsPeersFn = Box<dyn Fn() -> bool + Send>;
 /// Where the announcer delivers the peers a tracker returned.
 pub type PeerSink = Box<dyn FnMut(InfoHash, &[SocketAddr]) + Send>;
 
@@ -78,6 +80,10 @@ pub struct Announced {
     pub trackers: Vec<Vec<String>>,
     /// Its progress, read before every announce.
     pub progress: ProgressFn,
+    /// When this says yes, the next regular announce is brought forward to the tracker's
+    /// `min interval` after the last one (a downloader out of candidates, a seeder with idle
+    /// upload slots). `None`: announce on the interval only.
+    pub wants_peers: Option<WantsPeersFn>,
 }
 
 /// A progress function read by both the tracker schedule and the DHT (one thread; the
@@ -94,6 +100,7 @@ struct Tracked {
     progress: SharedProgress,
     tiers: TrackerTiers,
     scheduler: AnnounceScheduler,
+    wants_peers: Option<WantsPeersFn>,
 }
 
 /// A torrent on the DHT: announced with our port, searched eagerly while incomplete.
@@ -123,6 +130,7 @@ pub fn spawn(
                 name,
                 trackers,
                 progress,
+                wants_peers,
             } = t;
             let shared = Arc::new(Mutex::new(progress));
             let nothing: ProgressFn = Box::new(Progress::default);
@@ -131,6 +139,7 @@ pub fn spawn(
                 name,
                 trackers,
                 progress: nothing,
+                wants_peers,
             };
             (t, shared)
         })
@@ -171,6 +180,7 @@ pub fn spawn(
                 progress,
                 tiers,
                 scheduler,
+                wants_peers: t.wants_peers,
             })
         })
         .collect();
@@ -232,6 +242,9 @@ fn run(
         }
         for t in &mut tracked {
             t.scheduler.update_progress(read(&t.progress), now);
+            if t.wants_peers.as_ref().is_some_and(|w| w()) {
+                t.scheduler.announce_soon(now);
+            }
             if let Some(req) = t.scheduler.poll_announce(now) {
                 announce_once(t, &req, &cfg, &sink, &clock, &mut udp);
             }

@@ -715,6 +715,8 @@ impl GetApp {
         s.peers.store(active, Ordering::Relaxed);
         s.candidates
             .store(self.swarm.candidate_count(), Ordering::Relaxed);
+        s.wants_peers
+            .store(self.swarm.wants_peers(), Ordering::Relaxed);
     }
 }
 

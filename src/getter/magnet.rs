@@ -317,6 +317,8 @@ fn fetch(magnet: &Magnet, opts: MetaOptions, stop: &Arc<AtomicBool>) -> anyhow::
                 downloaded: 0,
                 left: 1,
             }),
+            // Metadata comes from whoever answers first; no early re-announce.
+            wants_peers: None,
         }];
         let cfg = AnnouncerConfig {
             peer_id,

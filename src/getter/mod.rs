@@ -267,6 +267,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
     );
     let announcer = if opts.announce || opts.dht.is_some() {
         let s = stats.clone();
+        let short = stats.clone();
         let torrents = vec![Announced {
             info_hash: meta.info_hash,
             name: meta.info.name.clone(),
@@ -280,6 +281,7 @@ pub fn run(opts: GetOptions, stop: Arc<AtomicBool>) -> anyhow::Result<Arc<GetSta
                 downloaded: s.downloaded.load(Ordering::Relaxed),
                 left: s.left.load(Ordering::Relaxed),
             }),
+            wants_peers: Some(Box::new(move || short.wants_peers.load(Ordering::Relaxed))),
         }];
         let mailboxes = runtime.mailboxes();
         let sink = Box::new(move |_, peers: &[SocketAddr]| {

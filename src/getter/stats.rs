@@ -24,6 +24,9 @@ pub struct GetStats {
     pub peers: AtomicUsize,
     /// Candidate addresses waiting.
     pub candidates: AtomicUsize,
+    /// Short of peers: below the dial target with no candidate ready (`Swarm::wants_peers`);
+    /// the announcer then announces as soon as the tracker's `min interval` allows.
+    pub wants_peers: AtomicBool,
     /// Verified pieces.
     pub pieces_have: AtomicU32,
     /// Bytes still missing.

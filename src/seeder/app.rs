@@ -212,11 +212,10 @@ impl SeedApp {
             }
         }
         for t in &self.registry.torrents {
-            let n = self
-                .scratch_peers
-                .get(&t.meta.info_hash)
-                .map_or(0, Vec::len);
-            t.set_peers(self.shard, n);
+            let peers = self.scratch_peers.get(&t.meta.info_hash);
+            let n = peers.map_or(0, Vec::len);
+            let interested = peers.map_or(0, |p| p.iter().filter(|p| p.interested).count());
+            t.set_peers(self.shard, n, interested);
         }
     }
 }

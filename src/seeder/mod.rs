@@ -199,6 +199,8 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                 .iter()
                 .map(|t| {
                     let t2 = t.clone();
+                    let t3 = t.clone();
+                    let slots = opts.upload_slots;
                     Announced {
                         info_hash: t.meta.info_hash,
                         name: t.name().to_owned(),
@@ -212,6 +214,9 @@ pub fn run(opts: SeedOptions, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
                             downloaded: 0,
                             left: 0,
                         }),
+                        // Idle upload slots: ask the tracker for more leechers as soon as its
+                        // `min interval` allows (the simulator's origin-seeder shows why).
+                        wants_peers: Some(Box::new(move || t3.interested() < slots)),
                     }
                 })
                 .collect();

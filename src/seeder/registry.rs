@@ -30,14 +30,27 @@ pub struct ServedTorrent {
     pub uploaded: AtomicU64,
     /// Connected peers per shard, refreshed on every shard tick.
     peers_by_shard: Vec<AtomicUsize>,
+    /// Of those, the ones interested in our data (wanting a slot), per shard.
+    interested_by_shard: Vec<AtomicUsize>,
 }
 
 impl ServedTorrent {
-    /// Records this shard's peer count.
-    pub fn set_peers(&self, shard: usize, peers: usize) {
+    /// Records this shard's peer count and how many of them are interested.
+    pub fn set_peers(&self, shard: usize, peers: usize, interested: usize) {
         if let Some(slot) = self.peers_by_shard.get(shard) {
             slot.store(peers, Ordering::Relaxed);
         }
+        if let Some(slot) = self.interested_by_shard.get(shard) {
+            slot.store(interested, Ordering::Relaxed);
+        }
+    }
+
+    /// Interested peers over all shards.
+    pub fn interested(&self) -> usize {
+        self.interested_by_shard
+            .iter()
+            .map(|p| p.load(Ordering::Relaxed))
+            .sum()
     }
 
     /// Connected peers over all shards.
@@ -122,5 +135,6 @@ pub fn load_served(meta: Metainfo, source: &Path, data: &Path) -> anyhow::Result
         source: source.to_path_buf(),
         uploaded: AtomicU64::new(0),
         peers_by_shard: (0..SHARDS_MAX).map(|_| AtomicUsize::new(0)).collect(),
+        interested_by_shard: (0..SHARDS_MAX).map(|_| AtomicUsize::new(0)).collect(),
     })
 }

@@ -195,8 +195,7 @@ pub struct World {
     pub(super) q: Queue,
     pub(super) now_ns: u64,
     pub(super) rng: SmallRng,
-    pub(super) tracker: Vec<PeerId>,
-    tracker_pos: Vec<u32>,
+    tracker: super::tracker::Tracker,
     pub(super) avail: Vec<u32>,
     pub(super) version: u64,
     pub(super) wasted: f64,
@@ -258,8 +257,7 @@ impl World {
             q,
             now_ns: 0,
             rng,
-            tracker: Vec::new(),
-            tracker_pos: vec![u32::MAX; n],
+            tracker: super::tracker::Tracker::new(n),
             avail: vec![0; pieces as usize],
             version: 0,
             wasted: 0.0,
@@ -391,8 +389,7 @@ impl World {
                 self.avail[i as usize] += 1;
             }
         }
-        self.tracker_pos[p as usize] = self.tracker.len() as u32;
-        self.tracker.push(p);
+        self.tracker.join(p, seed);
         self.announce(p);
         let interval = self.sc.announce_interval;
         self.after(interval, Event::Announce(p));
@@ -403,22 +400,14 @@ impl World {
         self.nudge(p);
     }
 
-    /// Hands `p` up to `numwant` random other peers of the swarm, as a tracker does.
+    /// Hands `p` up to `numwant` random other peers of the swarm (a seed: leechers only), as
+    /// the built-in tracker does.
     pub(super) fn announce(&mut self, p: PeerId) {
         let now = self.instant();
-        let n = self.tracker.len();
-        let want = self.sc.numwant.min(n.saturating_sub(1));
-        let mut chosen: Vec<PeerId> = Vec::with_capacity(want);
-        if n <= want + 1 {
-            chosen.extend(self.tracker.iter().copied().filter(|&q| q != p));
-        } else {
-            while chosen.len() < want {
-                let q = self.tracker[self.rng.random_range(0..n)];
-                if q != p && !chosen.contains(&q) {
-                    chosen.push(q);
-                }
-            }
-        }
+        let seed = self.peers[p as usize].picker.is_none();
+        let chosen = self
+            .tracker
+            .announce(p, seed, self.sc.numwant, &mut self.rng);
         let peer = &mut self.peers[p as usize];
         peer.last_announce = self.now_ns as f64 / 1e9;
         peer.swarm
@@ -441,12 +430,7 @@ impl World {
         for i in ann.iter_ones() {
             self.avail[i as usize] -= 1;
         }
-        let at = self.tracker_pos[p as usize] as usize;
-        self.tracker.swap_remove(at);
-        if let Some(&moved) = self.tracker.get(at) {
-            self.tracker_pos[moved as usize] = at as u32;
-        }
-        self.tracker_pos[p as usize] = u32::MAX;
+        self.tracker.leave(p);
     }
 
     // ---- Ticks: swarm maintenance and the choker -------------------------------------------
@@ -715,6 +699,7 @@ impl World {
         let peer = &mut self.peers[p as usize];
         peer.completed = Some(now);
         peer.picker = None;
+        self.tracker.completed(p);
         self.completed += 1;
         self.incomplete_left -= 1;
         self.q.push(self.now_ns, Event::Completed(p));

@@ -15,6 +15,7 @@ mod queue;
 pub mod report;
 pub mod scenario;
 mod setup;
+mod tracker;
 mod transfer;
 
 pub use engine::{Outcome, PeerRecord, Sample, World};

@@ -217,11 +217,10 @@ impl Swarm {
         self.dial_target = want;
     }
 
-    /// True when the swarm is below its dial target, past `conns_min`, and no candidate is
-    /// ready: the last dial attempt found every one backing off (or there are none). The
-    /// shell should then ask the tracker for more peers early (rate-limited by the shell,
-    /// e.g. to the tracker's `min interval`). A downloader below `conns_min` with no
-    /// candidates at all is the ordinary case the shell already handles.
+    /// True when the swarm is below its dial target and no candidate is ready: there are
+    /// none, or the last dial attempt found every one backing off or held by the per-IP
+    /// limit. The shell should then ask the tracker for more peers early, no more often than
+    /// the tracker's `min interval` (`AnnounceScheduler::announce_soon`).
     pub fn wants_peers(&self) -> bool {
         let below = self.conns.len() < self.dial_target;
         let nothing_ready = self.candidates.is_empty() || self.quiet.is_some();
