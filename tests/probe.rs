@@ -21,6 +21,16 @@ fn release(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>) {
     (torrent, data)
 }
 
+/// A seeder of [`release`] on a free port: the test dir, the torrent, the port, the process.
+fn seeded(name: &str) -> (TestDir, std::path::PathBuf, u16, Proc) {
+    let dir = TestDir::new(name);
+    let (torrent, _) = release(dir.path());
+    let port = free_port();
+    let data = dir.path().join("data.bin");
+    let seeder = spawn_seeder(dir.path(), &torrent, &data, port, &["--no-announce"]);
+    (dir, torrent, port, seeder)
+}
+
 fn probe(args: &[&str]) -> (bool, String) {
     let out = Command::new(ringseed_bin())
         .arg("probe")
@@ -41,16 +51,7 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn probes_fetch_and_verify_pieces_and_time_each_stage() {
-    let dir = TestDir::new("probe-ok");
-    let (torrent, _) = release(dir.path());
-    let port = free_port();
-    let _seeder = spawn_seeder(
-        dir.path(),
-        &torrent,
-        &dir.path().join("data.bin"),
-        port,
-        &["--no-announce"],
-    );
+    let (_dir, torrent, port, _seeder) = seeded("probe-ok");
     let target = format!("127.0.0.1:{port}");
     let t = torrent.display().to_string();
     // Random pieces, then the short last piece by number.
@@ -122,16 +123,7 @@ fn probes_fail_loudly_on_corrupt_data_and_a_dead_target() {
 
 #[test]
 fn a_running_probe_exports_its_results_for_prometheus() {
-    let dir = TestDir::new("probe-metrics");
-    let (torrent, _) = release(dir.path());
-    let port = free_port();
-    let _seeder = spawn_seeder(
-        dir.path(),
-        &torrent,
-        &dir.path().join("data.bin"),
-        port,
-        &["--no-announce"],
-    );
+    let (dir, torrent, port, _seeder) = seeded("probe-metrics");
     let metrics: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut cmd = Command::new(ringseed_bin());
     cmd.arg("probe")
