@@ -148,6 +148,9 @@ pub struct Swarm {
     /// Dial up to this many connections: `conns_min`, or more while upload slots sit idle
     /// (see [`want_slots_filled`](Swarm::want_slots_filled)); never above `conns_max`.
     dial_target: usize,
+    /// For a seed (after `want_slots_filled`): whether fewer peers are interested than it has
+    /// upload slots. `None` for a downloader.
+    slots_idle: Option<bool>,
 }
 
 impl Swarm {
@@ -167,6 +170,7 @@ impl Swarm {
             own: HashSet::new(),
             superseded: Vec::new(),
             dial_target: cfg.conns_min.min(cfg.conns_max),
+            slots_idle: None,
         }
     }
 
@@ -215,16 +219,20 @@ impl Swarm {
             .max(self.cfg.conns_min)
             .min(self.cfg.conns_max);
         self.dial_target = want;
+        self.slots_idle = Some(interested < slots);
     }
 
     /// True when the swarm is below its dial target and no candidate is ready: there are
     /// none, or the last dial attempt found every one backing off or held by the per-IP
-    /// limit. The shell should then ask the tracker for more peers early, no more often than
-    /// the tracker's `min interval` (`AnnounceScheduler::announce_soon`).
+    /// limit; for a seed, only while some of its upload slots are idle (a seed whose slots
+    /// are all taken gains nothing from more peers). The shell should then ask the tracker
+    /// for more peers early, no more often than the tracker's `min interval`
+    /// (`AnnounceScheduler::announce_soon`).
     pub fn wants_peers(&self) -> bool {
         let below = self.conns.len() < self.dial_target;
         let nothing_ready = self.candidates.is_empty() || self.quiet.is_some();
-        below && nothing_ready && self.connecting < self.cfg.connecting_max
+        let useful = self.slots_idle != Some(false);
+        below && nothing_ready && useful && self.connecting < self.cfg.connecting_max
     }
 
     /// Candidates waiting (some may be backing off).

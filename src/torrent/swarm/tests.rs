@@ -356,4 +356,12 @@ fn a_seed_short_of_peers_asks_for_more_while_its_candidates_back_off() {
     assert!(s.wants_peers(), "below target, every candidate backing off");
     s.want_slots_filled(3, 3);
     assert!(!s.wants_peers(), "slots full");
+    // Below conns_min but every slot taken: more peers would not be served, so no early
+    // announce (a downloader in the same state would ask).
+    s.on_disconnected(addr(0), Disconnect::Normal, t(2));
+    s.want_slots_filled(2, 2);
+    assert_eq!(s.connection_count(), 2);
+    assert!(s.dial_target() > s.connection_count());
+    assert_eq!(s.poll_connect(t(2)), None);
+    assert!(!s.wants_peers(), "slots full, below conns_min");
 }
